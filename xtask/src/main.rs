@@ -1,1 +1,72 @@
-fn main() {}
+//! `cargo xtask`: build, push, tag, deploy, snapshot, roll back and check the observer.
+//! This file only parses and dispatches; each command lives in its own module.
+
+mod check_env;
+mod ci;
+mod compose;
+mod config;
+mod plan;
+mod registry;
+mod sandbox;
+mod shell;
+mod ssh;
+mod yaml;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  a check or a step failed (nothing further was changed)
+  2  bad usage, an invalid version or an invalid config (nothing was touched)";
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Deployment automation of the observer service", after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The local stand-in for GHCR and the VM: a registry and an sshd on 127.0.0.1.
+    Sandbox(sandbox::Sandbox),
+    /// Check tools, contract variables, secrets (set/unset only), paths and the compose contract.
+    CheckEnv(check_env::CheckEnv),
+    /// Run every test and linter (the command README.md and .ci/run use).
+    Ci(ci::Ci),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let sh = match shell::Shell::new() {
+        Ok(sh) => sh,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match cli.cmd {
+        Cmd::Sandbox(c) => c.run(&sh),
+        Cmd::CheckEnv(c) => c.run(&sh),
+        Cmd::Ci(c) => c.run(&sh),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = shell::code_of(&e);
+            let msg = sh.mask(&format!("{e:#}"));
+            if sh.gha {
+                println!("::error::{}", msg.replace('\n', "%0A"));
+            }
+            eprintln!("error: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}

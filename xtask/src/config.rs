@@ -1,0 +1,372 @@
+//! `app/obs_deploy/deployment_config.json`: the contract's section 5.1 structure plus the
+//! `environments` the xtask deploys to. Unknown keys and wrong types are rejected with the file and
+//! the key path named (exit 2). No secret value ever lives in this file.
+
+use crate::shell::{env_nonempty, usage, Shell};
+use anyhow::Result;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_PATH: &str = "app/obs_deploy/deployment_config.json";
+pub const COMPOSE_PATH: &str = "app/obs_deploy/docker-compose.server.yml";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub deployment: Deployment,
+    pub paths: Paths,
+    pub environment: BTreeMap<String, String>,
+    pub environments: BTreeMap<String, EnvConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    pub version: String,
+    pub structure: String,
+    pub mode: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    pub data_dir: String,
+    pub log_dir: String,
+    pub config_dir: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvConfig {
+    /// Addresses (registry port, sshd port, user) come from `target/sandbox/state.json`.
+    #[serde(default)]
+    pub sandbox: bool,
+    pub image_repo: String,
+    pub registry: String,
+    pub registry_scheme: String,
+    pub base_image: String,
+    pub git_remote: String,
+    pub release_branch: String,
+    pub servers: Vec<Server>,
+    pub remote_dir: String,
+    pub known_hosts: String,
+    pub host_port: u16,
+    pub interval_ms: u32,
+    pub health_timeout_s: u64,
+    pub lock_ttl_s: u64,
+    pub keep_images: u32,
+    pub keep_snapshots: u32,
+    pub backups_dir: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub name: String,
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Where an effective value came from (contract section 3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Env,
+    File,
+    Default,
+    Unset,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Env => "env",
+            Source::File => "deployment_config.json",
+            Source::Default => "default",
+            Source::Unset => "unset",
+        }
+    }
+}
+
+/// The contract variables (section 3.1) and their built-in defaults.
+pub const CONTRACT_VARS: &[(&str, &str)] = &[
+    ("QTS_OBSERVER_STANDALONE", "1"),
+    ("PYTHONPATH", "/app/src:/app"),
+    ("OBSERVER_DATA_DIR", "/app/data/observer"),
+    ("OBSERVER_LOG_DIR", "/app/logs"),
+];
+
+/// environment variable > deployment_config.json > built-in default. An empty variable is unset.
+pub fn effective(
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    file: &BTreeMap<String, String>,
+) -> (Option<String>, Source) {
+    if let Some(v) = env(name).filter(|v| !v.is_empty()) {
+        return (Some(v), Source::Env);
+    }
+    if let Some(v) = file.get(name).filter(|v| !v.is_empty()) {
+        return (Some(v.clone()), Source::File);
+    }
+    match CONTRACT_VARS.iter().find(|(n, _)| *n == name) {
+        Some((_, d)) => (Some(d.to_string()), Source::Default),
+        None => (None, Source::Unset),
+    }
+}
+
+pub fn parse(text: &str, origin: &str) -> Result<ConfigFile> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let cfg: ConfigFile = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        usage(format!("{origin}: key `{key}`: {}", e.inner()))
+    })?;
+    for (name, env) in &cfg.environments {
+        env.validate()
+            .map_err(|m| usage(format!("{origin}: key `environments.{name}.{m}")))?;
+    }
+    Ok(cfg)
+}
+
+pub fn load(sh: &Shell) -> Result<ConfigFile> {
+    let path = sh.path(CONFIG_PATH);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| usage(format!("{}: cannot read: {e}", path.display())))?;
+    parse(&text, CONFIG_PATH)
+}
+
+fn check(ok: bool, key: &str, rule: &str) -> std::result::Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{key}`: {rule}"))
+    }
+}
+
+fn charset(s: &str, extra: &[u8]) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+}
+
+impl EnvConfig {
+    fn validate(&self) -> std::result::Result<(), String> {
+        check(charset(&self.registry, b".-:"), "registry", "host[:port]")?;
+        let path = self.image_repo.strip_prefix(&format!("{}/", self.registry));
+        check(
+            path.is_some_and(|p| charset(p, b"._/-") && p == p.to_lowercase()),
+            "image_repo",
+            "<registry>/<path>, the path of lowercase letters, digits, '.', '_', '-', '/'",
+        )?;
+        check(
+            self.registry_scheme == "https" || self.registry_scheme == "http",
+            "registry_scheme",
+            "\"https\" or \"http\"",
+        )?;
+        check(charset(&self.base_image, b"._/:@-"), "base_image", "an image reference")?;
+        check(charset(&self.git_remote, b"._-"), "git_remote", "a git remote name")?;
+        check(charset(&self.release_branch, b"._/-"), "release_branch", "a branch name")?;
+        check(!self.servers.is_empty(), "servers", "at least one server")?;
+        for (i, s) in self.servers.iter().enumerate() {
+            check(charset(&s.name, b"._-"), &format!("servers[{i}].name"), "[A-Za-z0-9._-]+")?;
+            let var_or = |v: &str, extra: &[u8]| {
+                v.strip_prefix('$')
+                    .map(|n| charset(n, b"_"))
+                    .unwrap_or_else(|| charset(v, extra) && !v.starts_with('-'))
+            };
+            check(var_or(&s.user, b"._-"), &format!("servers[{i}].user"), "a user name or $VAR")?;
+            check(var_or(&s.host, b".-:"), &format!("servers[{i}].host"), "a host name or $VAR")?;
+        }
+        check(
+            charset(&self.remote_dir, b"._/-") && !self.remote_dir.contains(".."),
+            "remote_dir",
+            "a path of [A-Za-z0-9._/-] without '..'",
+        )?;
+        check(
+            charset(&self.backups_dir, b"._/-") && !self.backups_dir.contains(".."),
+            "backups_dir",
+            "a path of [A-Za-z0-9._/-] without '..'",
+        )?;
+        check(self.interval_ms >= 10, "interval_ms", "at least 10")?;
+        check(self.health_timeout_s >= 1, "health_timeout_s", "at least 1")?;
+        check(self.keep_images >= 1, "keep_images", "at least 1")?;
+        check(self.keep_snapshots >= 1, "keep_snapshots", "at least 1")?;
+        Ok(())
+    }
+}
+
+/// One environment with every value resolved: `$VAR`s expanded, sandbox addresses filled in,
+/// repository-relative paths made absolute.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub name: String,
+    pub cfg: EnvConfig,
+    pub registry: String,
+    pub servers: Vec<Server>,
+    pub remote_dir: String,
+    pub backups_dir: String,
+    pub known_hosts: PathBuf,
+    /// A git remote: a configured remote name, or (sandbox) a path to a bare repository.
+    pub git_remote: String,
+    pub identity: Option<PathBuf>,
+}
+
+impl Env {
+    /// `<registry>/<path>:<tag>`.
+    pub fn image(&self, tag: &str) -> String {
+        format!("{}:{tag}", self.repo())
+    }
+    /// The full repository, registry host included (with the sandbox's real port).
+    pub fn repo(&self) -> String {
+        format!("{}/{}", self.registry, self.repo_path())
+    }
+    /// The repository path inside the registry (`tawbury/observer`).
+    pub fn repo_path(&self) -> &str {
+        &self.cfg.image_repo[self.cfg.registry.len() + 1..]
+    }
+    pub fn registry_url(&self) -> String {
+        format!("{}://{}", self.cfg.registry_scheme, self.registry)
+    }
+}
+
+pub fn environment(sh: &Shell, file: &ConfigFile, name: &str) -> Result<Env> {
+    let cfg = file.environments.get(name).ok_or_else(|| {
+        let known: Vec<&str> = file.environments.keys().map(|s| s.as_str()).collect();
+        usage(format!(
+            "unknown environment `{name}` (known: {}; see {CONFIG_PATH})",
+            known.join(", ")
+        ))
+    })?;
+    resolve(sh, name, cfg.clone())
+}
+
+fn expand(value: &str, key: &str) -> Result<String> {
+    match value.strip_prefix('$') {
+        None => Ok(value.to_string()),
+        Some(var) => {
+            let v = if var == "USER" {
+                env_nonempty("USER").or_else(current_user)
+            } else {
+                env_nonempty(var)
+            };
+            let v = v.ok_or_else(|| {
+                usage(format!("{key} comes from ${var}, which is unset or empty"))
+            })?;
+            if !charset(&v, b"._-:") || v.starts_with('-') {
+                return Err(usage(format!("${var} (for {key}) has characters a host or user name cannot have")));
+            }
+            Ok(v)
+        }
+    }
+}
+
+fn current_user() -> Option<String> {
+    let out = std::process::Command::new("id").arg("-un").output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn absolute(sh: &Shell, p: &str) -> String {
+    if let Some(rest) = p.strip_prefix("~/") {
+        if let Some(home) = env_nonempty("HOME") {
+            return Path::new(&home).join(rest).display().to_string();
+        }
+    }
+    if Path::new(p).is_absolute() {
+        p.to_string()
+    } else {
+        sh.path(p).display().to_string()
+    }
+}
+
+fn resolve(sh: &Shell, name: &str, cfg: EnvConfig) -> Result<Env> {
+    let mut servers = Vec::new();
+    for s in &cfg.servers {
+        servers.push(Server {
+            name: s.name.clone(),
+            user: expand(&s.user, &format!("server {} user", s.name))?,
+            host: expand(&s.host, &format!("server {} host", s.name))?,
+            port: s.port,
+        });
+    }
+    let mut env = Env {
+        name: name.to_string(),
+        registry: cfg.registry.clone(),
+        remote_dir: absolute(sh, &cfg.remote_dir),
+        backups_dir: absolute(sh, &cfg.backups_dir),
+        known_hosts: PathBuf::from(absolute(sh, &cfg.known_hosts)),
+        git_remote: cfg.git_remote.clone(),
+        identity: None,
+        servers,
+        cfg,
+    };
+    if env.cfg.sandbox {
+        crate::sandbox::apply_state(sh, &mut env)?;
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn real() -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(CONFIG_PATH))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_committed_config_loads() {
+        let cfg = parse(&real(), CONFIG_PATH).unwrap();
+        let prod = &cfg.environments["production"];
+        assert_eq!(prod.image_repo, "ghcr.io/tawbury/observer");
+        assert_eq!(prod.registry, "ghcr.io");
+        assert!(cfg.environments["sandbox"].sandbox);
+        assert_eq!(cfg.environment["QTS_OBSERVER_STANDALONE"], "1");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = real().replace("\"keep_images\": 3,", "\"keep_images\": 3, \"surprise\": 1,");
+        let e = parse(&text, "f.json").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("f.json"), "{msg}");
+        assert!(msg.contains("environments.production"), "{msg}");
+        assert!(msg.contains("surprise"), "{msg}");
+        assert_eq!(crate::shell::code_of(&e), 2);
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let text = real().replacen("\"health_timeout_s\": 90", "\"health_timeout_s\": \"90\"", 1);
+        let msg = parse(&text, "f.json").unwrap_err().to_string();
+        assert!(msg.contains("environments.production.health_timeout_s"), "{msg}");
+        assert!(msg.contains("invalid type"), "{msg}");
+    }
+
+    #[test]
+    fn hostile_values_are_rejected() {
+        let text = real().replacen("\"/opt/observer\"", "\"/opt/$(reboot)\"", 1);
+        let msg = parse(&text, "f.json").unwrap_err().to_string();
+        assert!(msg.contains("remote_dir"), "{msg}");
+        let text = real().replacen("\"$DEPLOY_HOST\"", "\"-oProxyCommand=x\"", 1);
+        let msg = parse(&text, "f.json").unwrap_err().to_string();
+        assert!(msg.contains("servers[0].host"), "{msg}");
+    }
+
+    #[test]
+    fn precedence_env_file_default() {
+        let mut file = BTreeMap::new();
+        file.insert("OBSERVER_LOG_DIR".to_string(), "/file/logs".to_string());
+        file.insert("PYTHONPATH".to_string(), "/file/py".to_string());
+        let env = |n: &str| match n {
+            "PYTHONPATH" => Some("/env/py".to_string()),
+            "OBSERVER_DATA_DIR" => Some(String::new()),
+            _ => None,
+        };
+        assert_eq!(effective("PYTHONPATH", &env, &file), (Some("/env/py".into()), Source::Env));
+        assert_eq!(effective("OBSERVER_LOG_DIR", &env, &file), (Some("/file/logs".into()), Source::File));
+        assert_eq!(
+            effective("OBSERVER_DATA_DIR", &env, &file),
+            (Some("/app/data/observer".into()), Source::Default)
+        );
+        assert_eq!(effective("NOT_A_CONTRACT_VAR", &env, &file), (None, Source::Unset));
+    }
+}
