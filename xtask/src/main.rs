@@ -7,9 +7,11 @@ mod compose;
 mod config;
 mod plan;
 mod registry;
+mod release;
 mod sandbox;
 mod shell;
 mod ssh;
+mod version;
 mod yaml;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +35,8 @@ enum Cmd {
     Sandbox(sandbox::Sandbox),
     /// Check tools, contract variables, secrets (set/unset only), paths and the compose contract.
     CheckEnv(check_env::CheckEnv),
+    /// Build, push and tag an immutable release (vX.Y.Z), verified by digest.
+    Release(release::Release),
     /// Run every test and linter (the command README.md and .ci/run use).
     Ci(ci::Ci),
 }
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Cmd::Sandbox(c) => c.run(&sh),
         Cmd::CheckEnv(c) => c.run(&sh),
         Cmd::Ci(c) => c.run(&sh),
+        Cmd::Release(c) => c.run(&sh),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

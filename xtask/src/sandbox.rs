@@ -60,8 +60,12 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// `target/sandbox/`, or XTASK_SANDBOX_DIR (tests share one sandbox across scratch clones).
     pub fn new(sh: &Shell) -> Paths {
-        Paths { root: sh.path(DIR) }
+        let root = crate::shell::env_nonempty("XTASK_SANDBOX_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| sh.path(DIR));
+        Paths { root }
     }
     pub fn state(&self) -> PathBuf {
         self.root.join("state.json")
@@ -118,6 +122,8 @@ pub fn apply_state(sh: &Shell, env: &mut Env) -> Result<()> {
     env.known_hosts = p.known_hosts();
     env.identity = Some(p.client_key());
     env.git_remote = p.git_remote().display().to_string();
+    env.remote_dir = p.server().join("observer").display().to_string();
+    env.backups_dir = p.server().join("backups").display().to_string();
     env.cfg.base_image = st.base_image.clone();
     Ok(())
 }

@@ -51,10 +51,14 @@ pub struct Shell {
 
 impl Shell {
     pub fn new() -> Result<Shell> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .context("locating the repository root")?
-            .to_path_buf();
+        // XTASK_ROOT lets the end-to-end tests drive a scratch clone of this repository.
+        let root = match env_nonempty("XTASK_ROOT") {
+            Some(r) => PathBuf::from(r),
+            None => Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .context("locating the repository root")?
+                .to_path_buf(),
+        };
         Ok(Shell {
             root,
             gha: std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true"),
