@@ -1,0 +1,160 @@
+//! Shared helpers of the end-to-end tests: they drive the real xtask binary against the real
+//! sandbox (registry, sshd, docker) from a scratch clone of this repository.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Every byte any command printed in this test process, scanned for secrets.
+pub static TRANSCRIPT: Mutex<String> = Mutex::new(String::new());
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn sandbox_dir() -> PathBuf {
+    repo().join("target/sandbox")
+}
+
+pub fn state() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(sandbox_dir().join("state.json")).unwrap()).unwrap()
+}
+
+pub fn registry() -> String {
+    format!("127.0.0.1:{}", state()["registry_port"])
+}
+
+pub fn token() -> String {
+    std::fs::read_to_string(sandbox_dir().join("registry/token")).unwrap().trim().to_string()
+}
+
+pub fn unique() -> u64 {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    d.as_secs() * 1000 + u64::from(d.subsec_millis())
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+fn record(out: &Output) -> Run {
+    let r = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    TRANSCRIPT.lock().unwrap().push_str(&r.all());
+    r
+}
+
+/// Runs any program, recording its output.
+pub fn run(cmd: &mut Command) -> Run {
+    let out = cmd.stdin(Stdio::null()).output().expect("spawn");
+    record(&out)
+}
+
+pub fn run_stdin(cmd: &mut Command, input: &str) -> Run {
+    use std::io::Write;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    record(&child.wait_with_output().unwrap())
+}
+
+pub fn sh(script: &str) -> Run {
+    run(Command::new("sh").arg("-c").arg(script))
+}
+
+/// The xtask binary with `root` as its repository and the shared sandbox.
+pub fn xtask(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.args(args)
+        .current_dir(root)
+        .env("XTASK_ROOT", root)
+        .env("XTASK_SANDBOX_DIR", sandbox_dir())
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("REGISTRY_TOKEN")
+        .env_remove("REGISTRY_USER")
+        .env_remove("OBSERVER_STANDALONE");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    run(&mut c)
+}
+
+pub fn ensure_sandbox() {
+    let r = xtask(&repo(), &["sandbox", "up"], &[]);
+    assert_eq!(r.code, 0, "sandbox up failed:\n{}", r.all());
+}
+
+/// A scratch clone of the committed repository on branch `main`.
+pub struct Clone {
+    pub dir: PathBuf,
+}
+
+impl Clone {
+    pub fn new(tag: &str) -> Clone {
+        let dir = std::env::temp_dir().join(format!("xtask-e2e-{tag}-{}", unique()));
+        let r = run(Command::new("git").args(["clone", "-q", "--branch", "main"]).arg(repo()).arg(&dir));
+        assert_eq!(r.code, 0, "{}", r.all());
+        let r = sh(&format!(
+            "cd '{}' && git config user.email e2e@test.invalid && git config user.name e2e",
+            dir.display()
+        ));
+        assert_eq!(r.code, 0);
+        Clone { dir }
+    }
+    pub fn git(&self, args: &str) -> Run {
+        sh(&format!("cd '{}' && git {args}", self.dir.display()))
+    }
+    pub fn xtask(&self, args: &[&str]) -> Run {
+        xtask(&self.dir, args, &[])
+    }
+}
+
+impl Drop for Clone {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Asserts that no secret appears in anything printed so far.
+pub fn assert_no_secret(secrets: &[&str]) {
+    let t = TRANSCRIPT.lock().unwrap();
+    for s in secrets {
+        assert!(!s.is_empty());
+        assert!(!t.contains(s), "a secret value leaked into the output");
+    }
+}
+
+/// curl against the sandbox registry, credentials on stdin.
+pub fn registry_get(path: &str, head: bool) -> Run {
+    let cfg = format!("user = \"observer-ci:{}\"\n", token());
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-K", "-", "-H", "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"]);
+    if head {
+        c.arg("-I");
+    }
+    c.arg(format!("http://{}/v2/{path}", registry()));
+    run_stdin(&mut c, &cfg)
+}
+
+pub fn registry_digest(repo: &str, tag: &str) -> Option<String> {
+    let r = registry_get(&format!("{repo}/manifests/{tag}"), true);
+    if !r.stdout.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    r.stdout.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("docker-content-digest").then(|| v.trim().to_string())
+    })
+}
