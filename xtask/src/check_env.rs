@@ -11,7 +11,12 @@ use serde::Serialize;
 use std::path::PathBuf;
 
 /// Secret names: only ever reported as set/unset.
-pub const SECRETS: &[&str] = &["KIS_API_KEY", "KIS_API_SECRET", "REGISTRY_TOKEN", "DEPLOY_SSH_KEY"];
+pub const SECRETS: &[&str] = &[
+    "KIS_API_KEY",
+    "KIS_API_SECRET",
+    "REGISTRY_TOKEN",
+    "DEPLOY_SSH_KEY",
+];
 
 #[derive(Args)]
 pub struct CheckEnv {
@@ -21,6 +26,10 @@ pub struct CheckEnv {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also check the server over SSH: docker and compose there, the remote dir, .env mode 0600,
+    /// and the env inside the running container (names and set/unset only for secrets).
+    #[arg(long)]
+    remote: bool,
     /// The deployment config to read (default: app/obs_deploy/deployment_config.json).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -51,7 +60,11 @@ pub struct Report {
 
 impl Report {
     pub fn add(&mut self, name: impl Into<String>, status: Status, detail: impl Into<String>) {
-        self.checks.push(Check { name: name.into(), status, detail: detail.into() });
+        self.checks.push(Check {
+            name: name.into(),
+            status,
+            detail: detail.into(),
+        });
     }
     pub fn ok(&mut self, name: impl Into<String>, detail: impl Into<String>) {
         self.add(name, Status::Ok, detail)
@@ -63,7 +76,10 @@ impl Report {
         self.add(name, Status::Fail, detail)
     }
     pub fn failed(&self) -> usize {
-        self.checks.iter().filter(|c| c.status == Status::Fail).count()
+        self.checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .count()
     }
     pub fn print(&self, sh: &Shell) {
         for c in &self.checks {
@@ -79,21 +95,37 @@ impl Report {
 
 impl CheckEnv {
     pub fn run(self, sh: &Shell) -> Result<()> {
-        let config_path = self.config.clone().unwrap_or_else(|| sh.path(config::CONFIG_PATH));
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| crate::shell::usage(format!("{}: cannot read: {e}", config_path.display())))?;
+        let config_path = self
+            .config
+            .clone()
+            .unwrap_or_else(|| sh.path(config::CONFIG_PATH));
+        let text = std::fs::read_to_string(&config_path).map_err(|e| {
+            crate::shell::usage(format!("{}: cannot read: {e}", config_path.display()))
+        })?;
         let file = config::parse(&text, &config_path.display().to_string())?;
         if !file.environments.contains_key(&self.env) {
             config::environment(sh, &file, &self.env)?; // the error names the known environments
         }
-        let compose_path = self.compose.clone().unwrap_or_else(|| sh.path(config::COMPOSE_PATH));
+        let compose_path = self
+            .compose
+            .clone()
+            .unwrap_or_else(|| sh.path(config::COMPOSE_PATH));
         let mut r = Report::default();
         tools(sh, &mut r);
         contract_vars(&file, &mut r);
-        secrets(file.environments.get(&self.env).is_some_and(|e| e.sandbox), &mut r);
+        secrets(
+            file.environments.get(&self.env).is_some_and(|e| e.sandbox),
+            &mut r,
+        );
         path_contract(&file, &mut r);
         compose_contract(&compose_path, &mut r);
         environment(sh, &file, &self.env, &mut r);
+        if self.remote {
+            match config::environment(sh, &file, &self.env) {
+                Ok(env) => crate::deploy::remote_checks(sh, &env, &mut r)?,
+                Err(e) => r.fail("remote", format!("{e:#}")),
+            }
+        }
         let failed = r.failed();
         if self.json {
             let v = serde_json::json!({ "env": self.env, "ok": failed == 0, "checks": r.checks });
@@ -118,11 +150,17 @@ fn tools(sh: &Shell, r: &mut Report) {
     }
     match compose::detect_local(sh) {
         Some(c) => r.ok("tool compose", c.describe()),
-        None => r.fail("tool compose", "neither `docker compose` (v2) nor `docker-compose` (v1) found"),
+        None => r.fail(
+            "tool compose",
+            "neither `docker compose` (v2) nor `docker-compose` (v1) found",
+        ),
     }
     match sh.read(&["docker", "info", "--format", "{{.ServerVersion}}"]) {
         Ok(v) => r.ok("docker daemon", format!("answers (engine {v})")),
-        Err(_) => r.fail("docker daemon", "`docker info` failed: the daemon does not answer"),
+        Err(_) => r.fail(
+            "docker daemon",
+            "`docker info` failed: the daemon does not answer",
+        ),
     }
 }
 
@@ -145,7 +183,10 @@ fn contract_vars(file: &ConfigFile, r: &mut Report) {
         let value = value.unwrap_or_default();
         let detail = format!("{value} (from {})", source.as_str());
         if *name == "QTS_OBSERVER_STANDALONE" && value != "1" {
-            r.warn(format!("env {name}"), format!("{detail}: the contract deploys in standalone mode (1)"));
+            r.warn(
+                format!("env {name}"),
+                format!("{detail}: the contract deploys in standalone mode (1)"),
+            );
         } else {
             r.ok(format!("env {name}"), detail);
         }
@@ -157,7 +198,10 @@ fn secrets(sandbox: bool, r: &mut Report) {
         if env_nonempty(name).is_some() {
             r.ok(format!("secret {name}"), "set");
         } else if sandbox {
-            r.ok(format!("secret {name}"), "unset (optional in the sandbox, which has its own key and token)");
+            r.ok(
+                format!("secret {name}"),
+                "unset (optional in the sandbox, which has its own key and token)",
+            );
         } else {
             r.warn(format!("secret {name}"), "unset");
         }
@@ -166,7 +210,10 @@ fn secrets(sandbox: bool, r: &mut Report) {
 
 /// Contract §4.3: the archive is `<config dir>/observer/observer.jsonl`, never under data/observer.
 pub fn archive_path(config_dir: &str) -> String {
-    format!("{}/observer/observer.jsonl", config_dir.trim_end_matches('/'))
+    format!(
+        "{}/observer/observer.jsonl",
+        config_dir.trim_end_matches('/')
+    )
 }
 
 fn path_contract(file: &ConfigFile, r: &mut Report) {
@@ -181,13 +228,26 @@ fn path_contract(file: &ConfigFile, r: &mut Report) {
             format!("{archive} (config dir from {source}) points the archive at data/observer (contract §4.3): it belongs in config/observer/observer.jsonl"),
         );
     } else if !archive.ends_with("config/observer/observer.jsonl") {
-        r.warn("path archive", format!("{archive}: the contract's archive is config/observer/observer.jsonl"));
+        r.warn(
+            "path archive",
+            format!("{archive}: the contract's archive is config/observer/observer.jsonl"),
+        );
     } else {
-        r.ok("path archive", format!("{archive} (config dir from {source})"));
+        r.ok(
+            "path archive",
+            format!("{archive} (config dir from {source})"),
+        );
     }
-    let (data_dir, _) = effective("OBSERVER_DATA_DIR", &|n: &str| std::env::var(n).ok(), &file.environment);
+    let (data_dir, _) = effective(
+        "OBSERVER_DATA_DIR",
+        &|n: &str| std::env::var(n).ok(),
+        &file.environment,
+    );
     if data_dir.as_deref() == Some(config_dir.as_str()) {
-        r.fail("path data dir", "OBSERVER_DATA_DIR equals the config dir: the archive would mix with data");
+        r.fail(
+            "path data dir",
+            "OBSERVER_DATA_DIR equals the config dir: the archive would mix with data",
+        );
     }
 }
 
@@ -209,7 +269,10 @@ fn compose_contract(path: &std::path::Path, r: &mut Report) {
     let svc = "services.qts-observer";
     match doc.str(&format!("{svc}.image")) {
         Some(img) if img.contains("${IMAGE_TAG:?") => r.ok("compose image guard", img.to_string()),
-        Some(img) => r.fail("compose image guard", format!("`{img}` lacks ${{IMAGE_TAG:?IMAGE_TAG required}} (contract §2)")),
+        Some(img) => r.fail(
+            "compose image guard",
+            format!("`{img}` lacks ${{IMAGE_TAG:?IMAGE_TAG required}} (contract §2)"),
+        ),
         None => r.fail("compose image guard", "no services.qts-observer.image"),
     }
     let want = [
@@ -220,24 +283,48 @@ fn compose_contract(path: &std::path::Path, r: &mut Report) {
     ];
     for (k, v) in want {
         let got = doc.str(&format!("{svc}.deploy.resources.{k}"));
-        let same = got.is_some_and(|g| g == v || g.parse::<f64>().ok() == v.parse::<f64>().ok() && g.parse::<f64>().is_ok());
+        let same = got.is_some_and(|g| {
+            g == v || g.parse::<f64>().ok() == v.parse::<f64>().ok() && g.parse::<f64>().is_ok()
+        });
         if same {
             r.ok(format!("compose {k}"), v);
         } else {
-            r.fail(format!("compose {k}"), format!("{} (contract §2.3 wants {v})", got.unwrap_or("missing")));
+            r.fail(
+                format!("compose {k}"),
+                format!("{} (contract §2.3 wants {v})", got.unwrap_or("missing")),
+            );
         }
     }
     let vols = doc.seq_strs(&format!("{svc}.volumes"));
-    for want in ["./data:/app/data/observer", "./logs:/app/logs", "./config:/app/config"] {
-        if vols.iter().any(|v| v == want || v.starts_with(&format!("{want}:"))) {
-            r.ok(format!("compose volume {}", want.split(':').next().unwrap_or(want)), want);
+    for want in [
+        "./data:/app/data/observer",
+        "./logs:/app/logs",
+        "./config:/app/config",
+    ] {
+        if vols
+            .iter()
+            .any(|v| v == want || v.starts_with(&format!("{want}:")))
+        {
+            r.ok(
+                format!("compose volume {}", want.split(':').next().unwrap_or(want)),
+                want,
+            );
         } else {
-            r.fail(format!("compose volume {}", want.split(':').next().unwrap_or(want)), format!("missing `{want}` (contract §2.2)"));
+            r.fail(
+                format!("compose volume {}", want.split(':').next().unwrap_or(want)),
+                format!("missing `{want}` (contract §2.2)"),
+            );
         }
     }
     match doc.str(&format!("{svc}.restart")) {
         Some("unless-stopped") => r.ok("compose restart", "unless-stopped"),
-        other => r.fail("compose restart", format!("{} (contract wants unless-stopped)", other.unwrap_or("missing"))),
+        other => r.fail(
+            "compose restart",
+            format!(
+                "{} (contract wants unless-stopped)",
+                other.unwrap_or("missing")
+            ),
+        ),
     }
 }
 
@@ -249,17 +336,29 @@ fn environment(sh: &Shell, file: &ConfigFile, name: &str, r: &mut Report) {
             return;
         }
     };
-    r.ok(format!("config env {name}"), format!("image {} on {} server(s)", env.repo(), env.servers.len()));
+    r.ok(
+        format!("config env {name}"),
+        format!("image {} on {} server(s)", env.repo(), env.servers.len()),
+    );
     if env.known_hosts.is_file() || env_nonempty("DEPLOY_KNOWN_HOSTS").is_some() {
         r.ok("ssh known_hosts", "pinned host key available");
     } else {
-        r.fail("ssh known_hosts", format!("{} missing and DEPLOY_KNOWN_HOSTS unset", env.known_hosts.display()));
+        r.fail(
+            "ssh known_hosts",
+            format!(
+                "{} missing and DEPLOY_KNOWN_HOSTS unset",
+                env.known_hosts.display()
+            ),
+        );
     }
     let creds = crate::registry::credentials(sh, &env).is_some();
     if creds {
         r.ok("registry credentials", "available");
     } else {
-        r.warn("registry credentials", "REGISTRY_USER/REGISTRY_TOKEN unset (an existing docker login may still work)");
+        r.warn(
+            "registry credentials",
+            "REGISTRY_USER/REGISTRY_TOKEN unset (an existing docker login may still work)",
+        );
     }
 }
 
@@ -269,7 +368,13 @@ mod tests {
 
     #[test]
     fn archive_under_config() {
-        assert_eq!(archive_path("/app/config"), "/app/config/observer/observer.jsonl");
-        assert_eq!(archive_path("/app/config/"), "/app/config/observer/observer.jsonl");
+        assert_eq!(
+            archive_path("/app/config"),
+            "/app/config/observer/observer.jsonl"
+        );
+        assert_eq!(
+            archive_path("/app/config/"),
+            "/app/config/observer/observer.jsonl"
+        );
     }
 }

@@ -144,7 +144,9 @@ fn check(ok: bool, key: &str, rule: &str) -> std::result::Result<(), String> {
 }
 
 fn charset(s: &str, extra: &[u8]) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
 }
 
 impl EnvConfig {
@@ -161,19 +163,43 @@ impl EnvConfig {
             "registry_scheme",
             "\"https\" or \"http\"",
         )?;
-        check(charset(&self.base_image, b"._/:@-"), "base_image", "an image reference")?;
-        check(charset(&self.git_remote, b"._-"), "git_remote", "a git remote name")?;
-        check(charset(&self.release_branch, b"._/-"), "release_branch", "a branch name")?;
+        check(
+            charset(&self.base_image, b"._/:@-"),
+            "base_image",
+            "an image reference",
+        )?;
+        check(
+            charset(&self.git_remote, b"._-"),
+            "git_remote",
+            "a git remote name",
+        )?;
+        check(
+            charset(&self.release_branch, b"._/-"),
+            "release_branch",
+            "a branch name",
+        )?;
         check(!self.servers.is_empty(), "servers", "at least one server")?;
         for (i, s) in self.servers.iter().enumerate() {
-            check(charset(&s.name, b"._-"), &format!("servers[{i}].name"), "[A-Za-z0-9._-]+")?;
+            check(
+                charset(&s.name, b"._-"),
+                &format!("servers[{i}].name"),
+                "[A-Za-z0-9._-]+",
+            )?;
             let var_or = |v: &str, extra: &[u8]| {
                 v.strip_prefix('$')
                     .map(|n| charset(n, b"_"))
                     .unwrap_or_else(|| charset(v, extra) && !v.starts_with('-'))
             };
-            check(var_or(&s.user, b"._-"), &format!("servers[{i}].user"), "a user name or $VAR")?;
-            check(var_or(&s.host, b".-:"), &format!("servers[{i}].host"), "a host name or $VAR")?;
+            check(
+                var_or(&s.user, b"._-"),
+                &format!("servers[{i}].user"),
+                "a user name or $VAR",
+            )?;
+            check(
+                var_or(&s.host, b".-:"),
+                &format!("servers[{i}].host"),
+                "a host name or $VAR",
+            )?;
         }
         check(
             charset(&self.remote_dir, b"._/-") && !self.remote_dir.contains(".."),
@@ -251,7 +277,9 @@ fn expand(value: &str, key: &str) -> Result<String> {
                 usage(format!("{key} comes from ${var}, which is unset or empty"))
             })?;
             if !charset(&v, b"._-:") || v.starts_with('-') {
-                return Err(usage(format!("${var} (for {key}) has characters a host or user name cannot have")));
+                return Err(usage(format!(
+                    "${var} (for {key}) has characters a host or user name cannot have"
+                )));
             }
             Ok(v)
         }
@@ -308,8 +336,12 @@ mod tests {
     use super::*;
 
     fn real() -> String {
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(CONFIG_PATH))
-            .unwrap()
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(CONFIG_PATH),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -324,7 +356,10 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let text = real().replace("\"keep_images\": 3,", "\"keep_images\": 3, \"surprise\": 1,");
+        let text = real().replace(
+            "\"keep_images\": 3,",
+            "\"keep_images\": 3, \"surprise\": 1,",
+        );
         let e = parse(&text, "f.json").unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("f.json"), "{msg}");
@@ -335,9 +370,16 @@ mod tests {
 
     #[test]
     fn wrong_type_is_named() {
-        let text = real().replacen("\"health_timeout_s\": 90", "\"health_timeout_s\": \"90\"", 1);
+        let text = real().replacen(
+            "\"health_timeout_s\": 90",
+            "\"health_timeout_s\": \"90\"",
+            1,
+        );
         let msg = parse(&text, "f.json").unwrap_err().to_string();
-        assert!(msg.contains("environments.production.health_timeout_s"), "{msg}");
+        assert!(
+            msg.contains("environments.production.health_timeout_s"),
+            "{msg}"
+        );
         assert!(msg.contains("invalid type"), "{msg}");
     }
 
@@ -361,12 +403,21 @@ mod tests {
             "OBSERVER_DATA_DIR" => Some(String::new()),
             _ => None,
         };
-        assert_eq!(effective("PYTHONPATH", &env, &file), (Some("/env/py".into()), Source::Env));
-        assert_eq!(effective("OBSERVER_LOG_DIR", &env, &file), (Some("/file/logs".into()), Source::File));
+        assert_eq!(
+            effective("PYTHONPATH", &env, &file),
+            (Some("/env/py".into()), Source::Env)
+        );
+        assert_eq!(
+            effective("OBSERVER_LOG_DIR", &env, &file),
+            (Some("/file/logs".into()), Source::File)
+        );
         assert_eq!(
             effective("OBSERVER_DATA_DIR", &env, &file),
             (Some("/app/data/observer".into()), Source::Default)
         );
-        assert_eq!(effective("NOT_A_CONTRACT_VAR", &env, &file), (None, Source::Unset));
+        assert_eq!(
+            effective("NOT_A_CONTRACT_VAR", &env, &file),
+            (None, Source::Unset)
+        );
     }
 }

@@ -5,6 +5,7 @@ mod check_env;
 mod ci;
 mod compose;
 mod config;
+mod deploy;
 mod plan;
 mod registry;
 mod release;
@@ -20,7 +21,9 @@ use std::process::ExitCode;
 const EXIT_CODES: &str = "Exit codes:
   0  success
   1  a check or a step failed (nothing further was changed)
-  2  bad usage, an invalid version or an invalid config (nothing was touched)";
+  2  bad usage, an invalid version or an invalid config (nothing was touched)
+  3  deploy: the new version failed its health gate; the last good version is back and healthy
+  4  deploy: the rollback failed too (or a first deploy failed): the service is NOT healthy";
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Deployment automation of the observer service", after_help = EXIT_CODES)]
@@ -37,6 +40,14 @@ enum Cmd {
     CheckEnv(check_env::CheckEnv),
     /// Build, push and tag an immutable release (vX.Y.Z), verified by digest.
     Release(release::Release),
+    /// Deploy a released version over SSH behind a health gate; roll back on failure.
+    Deploy(deploy::Deploy),
+    /// Go back to the last good version (or --to VERSION) through the same health gate.
+    Rollback(deploy::Rollback),
+    /// Per server: running version and digest, health, last good version, lock, recent history.
+    Status(deploy::Status),
+    /// Inspect or break the server's deploy lock.
+    Lock(deploy::Lock),
     /// Run every test and linter (the command README.md and .ci/run use).
     Ci(ci::Ci),
 }
@@ -61,6 +72,10 @@ fn main() -> ExitCode {
         Cmd::CheckEnv(c) => c.run(&sh),
         Cmd::Ci(c) => c.run(&sh),
         Cmd::Release(c) => c.run(&sh),
+        Cmd::Deploy(c) => c.run(&sh),
+        Cmd::Rollback(c) => c.run(&sh),
+        Cmd::Status(c) => c.run(&sh),
+        Cmd::Lock(c) => c.run(&sh),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,6 +29,8 @@ pub enum Input {
     None,
     /// Bytes fed on stdin that must never be printed (passwords, `.env` contents).
     Secret(Vec<u8>),
+    /// Ordinary data fed on stdin (a file upload, a record).
+    Data(Vec<u8>),
 }
 
 impl fmt::Debug for Input {
@@ -36,6 +38,7 @@ impl fmt::Debug for Input {
         match self {
             Input::None => f.write_str("None"),
             Input::Secret(_) => f.write_str("Secret(<hidden>)"),
+            Input::Data(d) => write!(f, "Data({} bytes)", d.len()),
         }
     }
 }
@@ -63,7 +66,12 @@ impl Step {
             mutates: true,
         }
     }
-    pub fn remote(id: &'static str, title: impl Into<String>, server: &str, script: String) -> Step {
+    pub fn remote(
+        id: &'static str,
+        title: impl Into<String>,
+        server: &str,
+        script: String,
+    ) -> Step {
         Step {
             id,
             title: title.into(),
@@ -79,6 +87,10 @@ impl Step {
     }
     pub fn secret_stdin(mut self, data: Vec<u8>) -> Step {
         self.input = Input::Secret(data);
+        self
+    }
+    pub fn data_stdin(mut self, data: Vec<u8>) -> Step {
+        self.input = Input::Data(data);
         self
     }
     pub fn argv(&self) -> Vec<&str> {
@@ -97,9 +109,10 @@ impl Step {
             Host::Local => "local".to_string(),
             Host::Server(s) => s.clone(),
         };
-        let stdin = match self.input {
-            Input::None => "",
-            Input::Secret(_) => "  < (secret on stdin)",
+        let stdin = match &self.input {
+            Input::None => String::new(),
+            Input::Secret(_) => "  < (secret on stdin)".to_string(),
+            Input::Data(d) => format!("  < ({} bytes on stdin)", d.len()),
         };
         format!("[{host}] {cmd}{stdin}")
     }
@@ -123,7 +136,12 @@ impl Plan {
     pub fn print(&self, sh: &Shell) {
         for (i, s) in self.steps.iter().enumerate() {
             let ro = if s.mutates { "" } else { " (read-only)" };
-            eprintln!("{:>2}. {}{ro}\n    {}", i + 1, s.title, sh.mask(&s.render()));
+            eprintln!(
+                "{:>2}. {}{ro}\n    {}",
+                i + 1,
+                s.title,
+                sh.mask(&s.render())
+            );
         }
     }
 }
@@ -139,7 +157,12 @@ pub struct Executor<'a> {
 
 impl<'a> Executor<'a> {
     pub fn new(sh: &'a Shell, dry_run: bool) -> Executor<'a> {
-        Executor { sh, dry_run, servers: BTreeMap::new(), timings: Vec::new() }
+        Executor {
+            sh,
+            dry_run,
+            servers: BTreeMap::new(),
+            timings: Vec::new(),
+        }
     }
 
     pub fn add_server(&mut self, session: ssh::Session) {
@@ -157,11 +180,16 @@ impl<'a> Executor<'a> {
     pub fn exec(&mut self, step: &Step) -> Result<Output> {
         if self.dry_run && step.mutates {
             eprintln!("    would run: {}", self.sh.mask(&step.render()));
-            return Ok(Output { ok: true, code: Some(0), stdout: String::new(), stderr: String::new() });
+            return Ok(Output {
+                ok: true,
+                code: Some(0),
+                stdout: String::new(),
+                stderr: String::new(),
+            });
         }
         let stdin = match &step.input {
             Input::None => None,
-            Input::Secret(d) => Some(d.as_slice()),
+            Input::Secret(d) | Input::Data(d) => Some(d.as_slice()),
         };
         match (&step.host, &step.cmd) {
             (Host::Local, Cmd::Local(argv)) => {
@@ -191,7 +219,9 @@ impl<'a> Executor<'a> {
             return Err(anyhow::anyhow!(
                 "{} failed (exit {}):\n    {}\n{}",
                 step.title,
-                out.code.map(|c| c.to_string()).unwrap_or_else(|| "by signal".into()),
+                out.code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "by signal".into()),
                 self.sh.mask(&step.render()),
                 self.sh.mask(&detail)
             ));
@@ -235,7 +265,11 @@ impl Drop for Executor<'_> {
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     let start = lines.len().saturating_sub(n);
-    lines[start..].iter().map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n")
+    lines[start..]
+        .iter()
+        .map(|l| format!("    | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
@@ -244,10 +278,17 @@ mod tests {
 
     #[test]
     fn render_hides_secret_stdin_and_quotes_argv() {
-        let s = Step::local("login", "Log in", &["docker", "login", "--password-stdin", "a b"])
-            .secret_stdin(b"hunter2-token".to_vec());
+        let s = Step::local(
+            "login",
+            "Log in",
+            &["docker", "login", "--password-stdin", "a b"],
+        )
+        .secret_stdin(b"hunter2-token".to_vec());
         let r = s.render();
-        assert_eq!(r, "[local] docker login --password-stdin 'a b'  < (secret on stdin)");
+        assert_eq!(
+            r,
+            "[local] docker login --password-stdin 'a b'  < (secret on stdin)"
+        );
         assert!(!format!("{s:?}").contains("hunter2"));
     }
 }

@@ -19,7 +19,10 @@ pub struct Creds {
 
 /// `REGISTRY_USER`/`REGISTRY_TOKEN`, or the sandbox's generated ones.
 pub fn credentials(sh: &Shell, env: &Env) -> Option<Creds> {
-    let c = match (env_nonempty("REGISTRY_USER"), env_nonempty("REGISTRY_TOKEN")) {
+    let c = match (
+        env_nonempty("REGISTRY_USER"),
+        env_nonempty("REGISTRY_TOKEN"),
+    ) {
         (Some(user), Some(token)) => Some(Creds { user, token }),
         _ if env.cfg.sandbox => {
             crate::sandbox::registry_credentials(sh).map(|(user, token)| Creds { user, token })
@@ -53,22 +56,41 @@ fn curl_quote(s: &str) -> String {
 }
 
 /// One request. `auth` is a curl config line (`user = ...` or `header = ...`), fed on stdin.
-fn request(sh: &Shell, method: &str, url: &str, accept: &str, auth: Option<&str>) -> Result<Response> {
+fn request(
+    sh: &Shell,
+    method: &str,
+    url: &str,
+    accept: &str,
+    auth: Option<&str>,
+) -> Result<Response> {
     let mut cfg = String::new();
     if let Some(a) = auth {
         cfg.push_str(a);
         cfg.push('\n');
     }
     let mut c = sh.cmd("curl");
-    c.args(["-sS", "-i", "--max-time", "30", "-K", "-", "-X", method, "-H"])
-        .arg(format!("Accept: {accept}"));
+    c.args([
+        "-sS",
+        "-i",
+        "--max-time",
+        "30",
+        "-K",
+        "-",
+        "-X",
+        method,
+        "-H",
+    ])
+    .arg(format!("Accept: {accept}"));
     if method == "HEAD" {
         c.arg("-I");
     }
     c.arg("-L").arg(url);
     let out = run_capture(&mut c, Some(cfg.as_bytes())).context("running curl")?;
     if !out.ok {
-        bail!("cannot reach the registry at {url}: {}", sh.mask(out.stderr.trim()));
+        bail!(
+            "cannot reach the registry at {url}: {}",
+            sh.mask(out.stderr.trim())
+        );
     }
     parse_response(&out.stdout)
 }
@@ -94,9 +116,16 @@ pub fn parse_response(raw: &str) -> Result<Response> {
         let headers = head
             .lines()
             .skip(1)
-            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+            .filter_map(|l| {
+                l.split_once(':')
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            })
             .collect();
-        return Ok(Response { status, headers, body: body.to_string() });
+        return Ok(Response {
+            status,
+            headers,
+            body: body.to_string(),
+        });
     }
 }
 
@@ -128,7 +157,12 @@ pub struct Client<'a> {
 
 impl<'a> Client<'a> {
     pub fn new(sh: &'a Shell, env: &Env) -> Client<'a> {
-        Client { sh, base: env.registry_url(), creds: credentials(sh, env), auth: None }
+        Client {
+            sh,
+            base: env.registry_url(),
+            creds: credentials(sh, env),
+            auth: None,
+        }
     }
 
     fn get(&mut self, method: &str, path: &str, accept: &str) -> Result<Response> {
@@ -146,12 +180,22 @@ impl<'a> Client<'a> {
             let token_url = format!("{realm}?service={service}&scope={scope}");
             let t = request(self.sh, "GET", &token_url, "application/json", Some(&basic))?;
             if t.status != 200 {
-                bail!("the registry refused the credentials (token endpoint answered {})", t.status);
+                bail!(
+                    "the registry refused the credentials (token endpoint answered {})",
+                    t.status
+                );
             }
-            let v: serde_json::Value = serde_json::from_str(&t.body).context("parsing the registry token")?;
-            let tok = v["token"].as_str().or(v["access_token"].as_str()).context("no token in the registry's answer")?;
+            let v: serde_json::Value =
+                serde_json::from_str(&t.body).context("parsing the registry token")?;
+            let tok = v["token"]
+                .as_str()
+                .or(v["access_token"].as_str())
+                .context("no token in the registry's answer")?;
             self.sh.secret(tok);
-            self.auth = Some(format!("header = {}", curl_quote(&format!("Authorization: Bearer {tok}"))));
+            self.auth = Some(format!(
+                "header = {}",
+                curl_quote(&format!("Authorization: Bearer {tok}"))
+            ));
         } else {
             self.auth = Some(basic);
         }
@@ -164,7 +208,11 @@ impl<'a> Client<'a> {
 
     /// The digest the registry serves for `repo:tag`, or None when the tag does not exist.
     pub fn digest(&mut self, repo_path: &str, tag: &str) -> Result<Option<String>> {
-        let r = self.get("HEAD", &format!("{repo_path}/manifests/{tag}"), MANIFEST_TYPES)?;
+        let r = self.get(
+            "HEAD",
+            &format!("{repo_path}/manifests/{tag}"),
+            MANIFEST_TYPES,
+        )?;
         match r.status {
             200 => Ok(Some(
                 r.header("docker-content-digest")
@@ -177,19 +225,37 @@ impl<'a> Client<'a> {
     }
 
     /// The image config's labels for `repo:tag` (manifest → config blob), without a pull.
-    pub fn labels(&mut self, repo_path: &str, tag: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
-        let m = self.get("GET", &format!("{repo_path}/manifests/{tag}"), MANIFEST_TYPES)?;
+    pub fn labels(
+        &mut self,
+        repo_path: &str,
+        tag: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let m = self.get(
+            "GET",
+            &format!("{repo_path}/manifests/{tag}"),
+            MANIFEST_TYPES,
+        )?;
         if m.status != 200 {
-            bail!("the registry answered {} for the manifest of {repo_path}:{tag}", m.status);
+            bail!(
+                "the registry answered {} for the manifest of {repo_path}:{tag}",
+                m.status
+            );
         }
-        let manifest: serde_json::Value = serde_json::from_str(&m.body).context("parsing the manifest")?;
-        let config = manifest["config"]["digest"].as_str().context("the manifest has no config digest (an index?)")?;
+        let manifest: serde_json::Value =
+            serde_json::from_str(&m.body).context("parsing the manifest")?;
+        let config = manifest["config"]["digest"]
+            .as_str()
+            .context("the manifest has no config digest (an index?)")?;
         let b = self.get("GET", &format!("{repo_path}/blobs/{config}"), "*/*")?;
         if b.status != 200 {
             bail!("the registry answered {} for the config blob", b.status);
         }
-        let cfg: serde_json::Value = serde_json::from_str(&b.body).context("parsing the image config")?;
-        Ok(cfg["config"]["Labels"].as_object().cloned().unwrap_or_default())
+        let cfg: serde_json::Value =
+            serde_json::from_str(&b.body).context("parsing the image config")?;
+        Ok(cfg["config"]["Labels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 

@@ -71,7 +71,14 @@ pub fn tag_message(image: &str, digest: &str) -> String {
 }
 
 /// The mutating part of a release, as data.
-pub fn plan(env: &Env, version: &str, facts: &Facts, push_tag: bool, user: &str, created: &str) -> Plan {
+pub fn plan(
+    env: &Env,
+    version: &str,
+    facts: &Facts,
+    push_tag: bool,
+    user: &str,
+    created: &str,
+) -> Plan {
     let image = env.image(version);
     let mut p = Plan::default();
     if facts.image_digest.is_none() {
@@ -79,33 +86,64 @@ pub fn plan(env: &Env, version: &str, facts: &Facts, push_tag: bool, user: &str,
             "build",
             format!("Build {image}"),
             &[
-                "docker", "build", "--pull=false",
-                "--build-arg", &format!("BASE_IMAGE={}", env.cfg.base_image),
-                "--build-arg", &format!("VERSION={version}"),
-                "--build-arg", &format!("REVISION={}", facts.head),
-                "--build-arg", &format!("CREATED={created}"),
-                "--build-arg", &format!("SOURCE={SOURCE}"),
-                "--label", &format!("org.opencontainers.image.version={version}"),
-                "--label", &format!("org.opencontainers.image.revision={}", facts.head),
-                "--label", &format!("org.opencontainers.image.created={created}"),
-                "-t", &image,
-                "-f", "app/Dockerfile", "app",
+                "docker",
+                "build",
+                "--pull=false",
+                "--build-arg",
+                &format!("BASE_IMAGE={}", env.cfg.base_image),
+                "--build-arg",
+                &format!("VERSION={version}"),
+                "--build-arg",
+                &format!("REVISION={}", facts.head),
+                "--build-arg",
+                &format!("CREATED={created}"),
+                "--build-arg",
+                &format!("SOURCE={SOURCE}"),
+                "--label",
+                &format!("org.opencontainers.image.version={version}"),
+                "--label",
+                &format!("org.opencontainers.image.revision={}", facts.head),
+                "--label",
+                &format!("org.opencontainers.image.created={created}"),
+                "-t",
+                &image,
+                "-f",
+                "app/Dockerfile",
+                "app",
             ],
         ));
         p.push(
             Step::local(
                 "login",
                 format!("Log in to {}", env.registry),
-                &["docker", "login", "--username", user, "--password-stdin", &env.registry],
+                &[
+                    "docker",
+                    "login",
+                    "--username",
+                    user,
+                    "--password-stdin",
+                    &env.registry,
+                ],
             )
             .secret_stdin(Vec::new()),
         );
-        p.push(Step::local("push", format!("Push {image}"), &["docker", "push", &image]));
+        p.push(Step::local(
+            "push",
+            format!("Push {image}"),
+            &["docker", "push", &image],
+        ));
         p.push(
             Step::local(
                 "local-digest",
                 "Read the pushed image's digest",
-                &["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", &image],
+                &[
+                    "docker",
+                    "image",
+                    "inspect",
+                    "--format",
+                    "{{json .RepoDigests}}",
+                    &image,
+                ],
             )
             .read_only(),
         );
@@ -113,15 +151,32 @@ pub fn plan(env: &Env, version: &str, facts: &Facts, push_tag: bool, user: &str,
     if !facts.local_tag {
         p.push(Step::local(
             "tag",
-            format!("Tag {} as {version}", &facts.head[..12.min(facts.head.len())]),
-            &["git", "tag", "--annotate", version, "--message", &tag_message(&image, DIGEST_PLACEHOLDER), &facts.head],
+            format!(
+                "Tag {} as {version}",
+                &facts.head[..12.min(facts.head.len())]
+            ),
+            &[
+                "git",
+                "tag",
+                "--annotate",
+                version,
+                "--message",
+                &tag_message(&image, DIGEST_PLACEHOLDER),
+                &facts.head,
+            ],
         ));
     }
     if push_tag {
         p.push(Step::local(
             "push-tag",
             format!("Push tag {version} to {}", env.git_remote),
-            &["git", "push", "--quiet", &env.git_remote, &format!("refs/tags/{version}")],
+            &[
+                "git",
+                "push",
+                "--quiet",
+                &env.git_remote,
+                &format!("refs/tags/{version}"),
+            ],
         ));
     }
     p
@@ -134,23 +189,37 @@ impl Release {
         let file = config::load(sh)?;
         let env = config::environment(sh, &file, &self.env)?;
         let creds = registry::credentials(sh, &env); // masks the token first under Actions
-        let branch = self.branch.clone().unwrap_or_else(|| env.cfg.release_branch.clone());
+        let branch = self
+            .branch
+            .clone()
+            .unwrap_or_else(|| env.cfg.release_branch.clone());
         let image = env.image(&self.version);
 
         let mut x = Executor::new(sh, self.dry_run);
-        let facts = x.step("Preflight (read-only)", |_| preflight(sh, &env, &self.version, &branch, creds.is_some()))?;
+        let facts = x.step("Preflight (read-only)", |_| {
+            preflight(sh, &env, &self.version, &branch, creds.is_some())
+        })?;
         if facts.image_digest.is_some() {
             eprintln!("    resuming: {image} is already in the registry, built from HEAD; continuing with the tag");
         }
         let user = creds.as_ref().map(|c| c.user.clone()).unwrap_or_default();
-        let mut plan = plan(&env, &self.version, &facts, !self.no_push_tag, &user, &now_rfc3339());
+        let mut plan = plan(
+            &env,
+            &self.version,
+            &facts,
+            !self.no_push_tag,
+            &user,
+            &now_rfc3339(),
+        );
         if creds.is_none() {
             plan.steps.retain(|s| s.id != "login"); // an existing `docker login` is used
         }
         if let Some(c) = &creds {
             for s in &mut plan.steps {
                 if s.id == "login" {
-                    *s = s.clone().secret_stdin(format!("{}\n", c.token).into_bytes());
+                    *s = s
+                        .clone()
+                        .secret_stdin(format!("{}\n", c.token).into_bytes());
                 }
             }
         }
@@ -165,7 +234,14 @@ impl Release {
             if step.id == "tag" {
                 if let crate::plan::Cmd::Local(argv) = &mut step.cmd {
                     for a in argv.iter_mut() {
-                        *a = a.replace(DIGEST_PLACEHOLDER, if digest.is_empty() { DIGEST_PLACEHOLDER } else { &digest });
+                        *a = a.replace(
+                            DIGEST_PLACEHOLDER,
+                            if digest.is_empty() {
+                                DIGEST_PLACEHOLDER
+                            } else {
+                                &digest
+                            },
+                        );
                     }
                 }
             }
@@ -202,7 +278,14 @@ impl Release {
             resumed: facts.image_digest.is_some() || facts.local_tag,
             tag_pushed,
             dry_run: self.dry_run,
-            steps: x.timings.iter().map(|(s, t)| StepTime { step: s.clone(), seconds: (t * 1000.0).round() / 1000.0 }).collect(),
+            steps: x
+                .timings
+                .iter()
+                .map(|(s, t)| StepTime {
+                    step: s.clone(),
+                    seconds: (t * 1000.0).round() / 1000.0,
+                })
+                .collect(),
             elapsed_s: (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         };
         if self.json {
@@ -224,7 +307,13 @@ impl Release {
 }
 
 /// The read-only checks; each failure names the problem and the fix (exit 1).
-fn preflight(sh: &Shell, env: &Env, version: &str, branch: &str, have_creds: bool) -> Result<Facts> {
+fn preflight(
+    sh: &Shell,
+    env: &Env,
+    version: &str,
+    branch: &str,
+    have_creds: bool,
+) -> Result<Facts> {
     let dirty = sh.read(&["git", "status", "--porcelain", "--untracked-files=no"])?;
     if !dirty.is_empty() {
         return Err(fail(format!("the work tree has uncommitted changes to tracked files:\n{dirty}\ncommit or stash them first")));
@@ -235,10 +324,18 @@ fn preflight(sh: &Shell, env: &Env, version: &str, branch: &str, have_creds: boo
         return Err(fail(format!("HEAD is on `{current}`, not on the release branch `{branch}`: check out `{branch}` (or pass --branch)")));
     }
     let tag_ref = format!("refs/tags/{version}");
-    let local_tag = match sh.read(&["git", "rev-parse", "-q", "--verify", &format!("{tag_ref}^{{commit}}")]) {
+    let local_tag = match sh.read(&[
+        "git",
+        "rev-parse",
+        "-q",
+        "--verify",
+        &format!("{tag_ref}^{{commit}}"),
+    ]) {
         Ok(commit) if commit == head => {
             // Ours only if it is annotated and records this image.
-            let body = sh.read(&["git", "tag", "-l", "--format=%(contents)", version]).unwrap_or_default();
+            let body = sh
+                .read(&["git", "tag", "-l", "--format=%(contents)", version])
+                .unwrap_or_default();
             if !body.contains(&format!("image: {}", env.image(version))) {
                 return Err(fail(format!("tag {version} already exists locally and does not record image {}: delete it (`git tag -d {version}`) or choose another version", env.image(version))));
             }
@@ -251,22 +348,35 @@ fn preflight(sh: &Shell, env: &Env, version: &str, branch: &str, have_creds: boo
     };
     let remote = sh
         .read(&["git", "ls-remote", "--tags", &env.git_remote, &tag_ref])
-        .with_context(|| format!("asking the git remote `{}` for tag {version}", env.git_remote))?;
+        .with_context(|| {
+            format!(
+                "asking the git remote `{}` for tag {version}",
+                env.git_remote
+            )
+        })?;
     if !remote.is_empty() {
         return Err(fail(format!("tag {version} already exists on the remote `{}`: this version is released; choose a new version", env.git_remote)));
     }
     if !sh.ok(&["docker", "info"]) {
-        return Err(fail("the docker daemon does not answer (`docker info` failed): start docker"));
+        return Err(fail(
+            "the docker daemon does not answer (`docker info` failed): start docker",
+        ));
     }
     if !have_creds && !docker_logged_in(&env.registry) {
-        return Err(fail(format!("no registry credentials: set REGISTRY_USER and REGISTRY_TOKEN (or `docker login {}`)", env.registry)));
+        return Err(fail(format!(
+            "no registry credentials: set REGISTRY_USER and REGISTRY_TOKEN (or `docker login {}`)",
+            env.registry
+        )));
     }
     let mut client = Client::new(sh, env);
     let image_digest = match client.digest(env.repo_path(), version)? {
         None => None,
         Some(d) => {
             let labels = client.labels(env.repo_path(), version)?;
-            let rev = labels.get("org.opencontainers.image.revision").and_then(|v| v.as_str()).unwrap_or("");
+            let rev = labels
+                .get("org.opencontainers.image.revision")
+                .and_then(|v| v.as_str())
+                .unwrap_or("");
             if rev != head {
                 return Err(fail(format!(
                     "{} already exists in the registry (revision {}), not built from HEAD {head}: released tags are immutable; choose a new version",
@@ -280,7 +390,11 @@ fn preflight(sh: &Shell, env: &Env, version: &str, branch: &str, have_creds: boo
     if image_digest.is_none() && local_tag {
         return Err(fail(format!("tag {version} exists locally but {} is not in the registry: delete the tag (`git tag -d {version}`) and release again", env.image(version))));
     }
-    Ok(Facts { head, image_digest, local_tag })
+    Ok(Facts {
+        head,
+        image_digest,
+        local_tag,
+    })
 }
 
 fn docker_logged_in(registry: &str) -> bool {
@@ -295,18 +409,32 @@ fn docker_logged_in(registry: &str) -> bool {
 
 /// The digest docker recorded for the push must be what the registry serves for the tag.
 fn verify_pushed(sh: &Shell, env: &Env, version: &str, repo_digests_json: &str) -> Result<String> {
-    let list: Vec<String> = serde_json::from_str(repo_digests_json.trim()).context("parsing RepoDigests")?;
+    let list: Vec<String> =
+        serde_json::from_str(repo_digests_json.trim()).context("parsing RepoDigests")?;
     let prefix = format!("{}@", env.repo());
     let local = list
         .iter()
         .find_map(|d| d.strip_prefix(&prefix))
-        .with_context(|| format!("docker recorded no digest for {} after the push", env.repo()))?
+        .with_context(|| {
+            format!(
+                "docker recorded no digest for {} after the push",
+                env.repo()
+            )
+        })?
         .to_string();
     let served = Client::new(sh, env)
         .digest(env.repo_path(), version)?
-        .with_context(|| format!("the registry does not serve {} after the push", env.image(version)))?;
+        .with_context(|| {
+            format!(
+                "the registry does not serve {} after the push",
+                env.image(version)
+            )
+        })?;
     if served != local {
-        return Err(fail(format!("the registry serves {served} for {}, but the image built and pushed is {local}", env.image(version))));
+        return Err(fail(format!(
+            "the registry serves {served} for {}, but the image built and pushed is {local}",
+            env.image(version)
+        )));
     }
     eprintln!("    registry serves {served}");
     Ok(served)
@@ -318,7 +446,12 @@ mod tests {
     use crate::config::{parse, Env, CONFIG_PATH};
 
     fn env() -> Env {
-        let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(CONFIG_PATH)).unwrap();
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(CONFIG_PATH),
+        )
+        .unwrap();
         let cfg = parse(&text, "x").unwrap().environments["sandbox"].clone();
         Env {
             name: "sandbox".into(),
@@ -337,27 +470,56 @@ mod tests {
 
     #[test]
     fn normal_run_plan() {
-        let facts = Facts { head: HEAD.into(), image_digest: None, local_tag: false };
+        let facts = Facts {
+            head: HEAD.into(),
+            image_digest: None,
+            local_tag: false,
+        };
         let p = plan(&env(), "v1.2.3", &facts, true, "ci", "2026-11-28T00:00:00Z");
-        assert_eq!(p.ids(), ["build", "login", "push", "local-digest", "tag", "push-tag"]);
+        assert_eq!(
+            p.ids(),
+            ["build", "login", "push", "local-digest", "tag", "push-tag"]
+        );
         let build = p.get("build").unwrap().argv();
         assert!(build.contains(&"127.0.0.1:5000/observer:v1.2.3"));
         assert!(build.contains(&"REVISION=0123456789abcdef0123456789abcdef01234567"));
         assert!(build.contains(&"org.opencontainers.image.version=v1.2.3"));
         let login = p.get("login").unwrap();
         assert!(login.argv().contains(&"--password-stdin"));
-        assert_eq!(p.get("push-tag").unwrap().argv(), ["git", "push", "--quiet", "/tmp/remote.git", "refs/tags/v1.2.3"]);
+        assert_eq!(
+            p.get("push-tag").unwrap().argv(),
+            [
+                "git",
+                "push",
+                "--quiet",
+                "/tmp/remote.git",
+                "refs/tags/v1.2.3"
+            ]
+        );
         assert!(p.steps.iter().all(|s| s.host == crate::plan::Host::Local));
     }
 
     #[test]
     fn resumed_run_plan_skips_build_and_push() {
-        let facts = Facts { head: HEAD.into(), image_digest: Some("sha256:aa".into()), local_tag: false };
+        let facts = Facts {
+            head: HEAD.into(),
+            image_digest: Some("sha256:aa".into()),
+            local_tag: false,
+        };
         let p = plan(&env(), "v1.2.3", &facts, true, "ci", "t");
         assert_eq!(p.ids(), ["tag", "push-tag"]);
-        let facts = Facts { local_tag: true, ..facts };
-        assert_eq!(plan(&env(), "v1.2.3", &facts, true, "ci", "t").ids(), ["push-tag"]);
-        assert_eq!(plan(&env(), "v1.2.3", &facts, false, "ci", "t").ids(), Vec::<&str>::new());
+        let facts = Facts {
+            local_tag: true,
+            ..facts
+        };
+        assert_eq!(
+            plan(&env(), "v1.2.3", &facts, true, "ci", "t").ids(),
+            ["push-tag"]
+        );
+        assert_eq!(
+            plan(&env(), "v1.2.3", &facts, false, "ci", "t").ids(),
+            Vec::<&str>::new()
+        );
     }
 
     #[test]

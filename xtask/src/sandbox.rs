@@ -179,7 +179,10 @@ fn missing_packages(sh: &Shell, need_debootstrap: bool) -> Vec<(&'static str, &'
         missing.push(("docker compose v2 or docker-compose v1", "docker-compose"));
     }
     if need_debootstrap && find_program("debootstrap").is_none() {
-        missing.push(("debootstrap (to build the Python base image)", "debootstrap"));
+        missing.push((
+            "debootstrap (to build the Python base image)",
+            "debootstrap",
+        ));
     }
     missing
 }
@@ -232,7 +235,12 @@ fn spawn_daemon(cmd: &mut Command, log: &Path) -> Result<u32> {
     Ok(child.id())
 }
 
-fn wait_until(what: &str, log: &Path, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+fn wait_until(
+    what: &str,
+    log: &Path,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<()> {
     let t = Instant::now();
     while t.elapsed() < timeout {
         if ready() {
@@ -241,11 +249,17 @@ fn wait_until(what: &str, log: &Path, timeout: Duration, mut ready: impl FnMut()
         std::thread::sleep(Duration::from_millis(100));
     }
     let log_tail = fs::read_to_string(log).unwrap_or_default();
-    bail!("{what} did not become ready within {timeout:?}; its log ({}):\n{}", log.display(), crate::plan::tail(&log_tail, 15))
+    bail!(
+        "{what} did not become ready within {timeout:?}; its log ({}):\n{}",
+        log.display(),
+        crate::plan::tail(&log_tail, 15)
+    )
 }
 
 fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).ok()?;
+    let mut s =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
+            .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut buf = [0u8; 64];
@@ -255,12 +269,16 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
 }
 
 fn ssh_banner(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)) else {
+    let Ok(mut s) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
+    else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let mut buf = [0u8; 8];
-    s.read(&mut buf).map(|n| buf[..n].starts_with(b"SSH-2.0")).unwrap_or(false)
+    s.read(&mut buf)
+        .map(|n| buf[..n].starts_with(b"SSH-2.0"))
+        .unwrap_or(false)
 }
 
 pub fn up(sh: &Shell, allow_install: bool) -> Result<State> {
@@ -275,7 +293,10 @@ pub fn up(sh: &Shell, allow_install: bool) -> Result<State> {
         if allow_install {
             install(sh, &pkgs)?;
         } else {
-            let list: Vec<String> = missing.iter().map(|(w, p)| format!("  - {w}: package {p}")).collect();
+            let list: Vec<String> = missing
+                .iter()
+                .map(|(w, p)| format!("  - {w}: package {p}"))
+                .collect();
             return Err(crate::shell::fail(format!(
                 "missing prerequisites:\n{}\ninstall them with: apt-get install {}\n(or run `cargo xtask sandbox up --install` as root)",
                 list.join("\n"),
@@ -286,12 +307,19 @@ pub fn up(sh: &Shell, allow_install: bool) -> Result<State> {
     if !sh.ok(&["docker", "info"]) {
         bail!("the docker daemon does not answer (`docker info` failed): start it, e.g. `systemctl start docker`");
     }
-    for d in [p.registry().join("data"), p.ssh(), p.server().join("observer"), p.server().join("backups"), p.root.join("git")] {
+    for d in [
+        p.registry().join("data"),
+        p.ssh(),
+        p.server().join("observer"),
+        p.server().join("backups"),
+        p.root.join("git"),
+    ] {
         fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
     }
-    st.user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| {
-        sh.read(&["id", "-un"]).unwrap_or_else(|_| "root".into())
-    });
+    st.user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| sh.read(&["id", "-un"]).unwrap_or_else(|_| "root".into()));
     start_registry(sh, &p, &mut st)?;
     save_state(&p, &st)?;
     start_sshd(sh, &p, &mut st)?;
@@ -299,7 +327,13 @@ pub fn up(sh: &Shell, allow_install: bool) -> Result<State> {
     st.base_image = ensure_base_image(sh, &p)?;
     save_state(&p, &st)?;
     if !p.git_remote().join("HEAD").is_file() {
-        sh.read(&["git", "init", "--bare", "-q", &p.git_remote().display().to_string()])?;
+        sh.read(&[
+            "git",
+            "init",
+            "--bare",
+            "-q",
+            &p.git_remote().display().to_string(),
+        ])?;
     }
     eprintln!(
         "sandbox up:\n  registry  {} at 127.0.0.1:{} (user {REGISTRY_USER}, token in {})\n  server    sshd at {}@127.0.0.1:{} (key {}, pinned host key in {})\n  deploy    remote dir {}\n  base      {}\n  git       {}",
@@ -322,7 +356,10 @@ fn start_registry(sh: &Shell, p: &Paths, st: &mut State) -> Result<()> {
     let config = dir.join("config.yml");
     if let Some(pid) = st.registry_pid {
         if pid_alive(pid, &config) && http_status(st.registry_port, "/v2/") == Some(401) {
-            eprintln!("registry already running (pid {pid}, 127.0.0.1:{})", st.registry_port);
+            eprintln!(
+                "registry already running (pid {pid}, 127.0.0.1:{})",
+                st.registry_port
+            );
             return Ok(());
         }
         eprintln!("registry: stale PID record (pid {pid} is not our registry); starting it again");
@@ -337,7 +374,10 @@ fn start_registry(sh: &Shell, p: &Paths, st: &mut State) -> Result<()> {
         if !out.ok {
             bail!("htpasswd failed: {}", out.stderr.trim());
         }
-        fs::write(dir.join("htpasswd"), out.stdout.trim_end().to_string() + "\n")?;
+        fs::write(
+            dir.join("htpasswd"),
+            out.stdout.trim_end().to_string() + "\n",
+        )?;
         fs::write(p.token(), &token)?;
         fs::set_permissions(p.token(), fs::Permissions::from_mode(0o600))?;
     }
@@ -345,7 +385,10 @@ fn start_registry(sh: &Shell, p: &Paths, st: &mut State) -> Result<()> {
         st.registry_port
     } else {
         if st.registry_port != 0 {
-            eprintln!("registry: port {} is taken by another process; choosing a new one", st.registry_port);
+            eprintln!(
+                "registry: port {} is taken by another process; choosing a new one",
+                st.registry_port
+            );
         }
         free_port()?
     };
@@ -363,7 +406,9 @@ fn start_registry(sh: &Shell, p: &Paths, st: &mut State) -> Result<()> {
     st.registry_pid = Some(pid);
     st.registry_port = port;
     st.registry_kind = "docker-registry (Debian package, distribution 2.x)".into();
-    wait_until("the registry", &log, Duration::from_secs(15), || http_status(port, "/v2/") == Some(401))?;
+    wait_until("the registry", &log, Duration::from_secs(15), || {
+        http_status(port, "/v2/") == Some(401)
+    })?;
     Ok(())
 }
 
@@ -372,7 +417,10 @@ fn start_sshd(sh: &Shell, p: &Paths, st: &mut State) -> Result<()> {
     let config = dir.join("sshd_config");
     if let Some(pid) = st.sshd_pid {
         if pid_alive(pid, &config) && ssh_banner(st.ssh_port) {
-            eprintln!("sshd already running (pid {pid}, 127.0.0.1:{})", st.ssh_port);
+            eprintln!(
+                "sshd already running (pid {pid}, 127.0.0.1:{})",
+                st.ssh_port
+            );
             return Ok(());
         }
         eprintln!("sshd: stale PID record (pid {pid} is not our sshd); starting it again");
@@ -380,7 +428,18 @@ fn start_sshd(sh: &Shell, p: &Paths, st: &mut State) -> Result<()> {
     }
     for key in ["host_ed25519", "client_ed25519"] {
         if !dir.join(key).is_file() {
-            sh.read(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", &format!("observer-sandbox-{key}"), "-f", &dir.join(key).display().to_string()])?;
+            sh.read(&[
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                &format!("observer-sandbox-{key}"),
+                "-f",
+                &dir.join(key).display().to_string(),
+            ])?;
         }
     }
     fs::copy(dir.join("client_ed25519.pub"), dir.join("authorized_keys"))?;
@@ -388,7 +447,10 @@ fn start_sshd(sh: &Shell, p: &Paths, st: &mut State) -> Result<()> {
         st.ssh_port
     } else {
         if st.ssh_port != 0 {
-            eprintln!("sshd: port {} is taken by another process; choosing a new one", st.ssh_port);
+            eprintln!(
+                "sshd: port {} is taken by another process; choosing a new one",
+                st.ssh_port
+            );
         }
         free_port()?
     };
@@ -410,7 +472,15 @@ fn start_sshd(sh: &Shell, p: &Paths, st: &mut State) -> Result<()> {
     fs::create_dir_all("/run/sshd").ok(); // privilege-separation directory sshd insists on
     let bin = find_program("sshd").context("sshd not found")?;
     let log = p.sshd_log();
-    let pid = spawn_daemon(Command::new(bin).arg("-D").arg("-f").arg(&config).arg("-E").arg(&log), &log)?;
+    let pid = spawn_daemon(
+        Command::new(bin)
+            .arg("-D")
+            .arg("-f")
+            .arg(&config)
+            .arg("-E")
+            .arg(&log),
+        &log,
+    )?;
     st.sshd_pid = Some(pid);
     st.ssh_port = port;
     wait_until("sshd", &log, Duration::from_secs(10), || ssh_banner(port))?;
@@ -432,7 +502,9 @@ pub fn apt_mirror() -> Result<(String, String)> {
         files.extend(more);
     }
     for f in files {
-        let Ok(text) = fs::read_to_string(&f) else { continue };
+        let Ok(text) = fs::read_to_string(&f) else {
+            continue;
+        };
         if let Some(uri) = mirror_in(&text, &codename) {
             return Ok((uri, codename));
         }
@@ -444,11 +516,15 @@ pub fn apt_mirror() -> Result<(String, String)> {
 pub fn mirror_in(text: &str, codename: &str) -> Option<String> {
     for block in text.split("\n\n") {
         let field = |name: &str| {
-            block.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
         };
         if let (Some(uris), Some(suites)) = (field("URIs:"), field("Suites:")) {
             let comps = field("Components:").unwrap_or_default();
-            if suites.split_whitespace().any(|s| s == codename) && comps.split_whitespace().any(|c| c == "main") {
+            if suites.split_whitespace().any(|s| s == codename)
+                && comps.split_whitespace().any(|c| c == "main")
+            {
                 return uris.split_whitespace().next().map(|s| s.to_string());
             }
         }
@@ -465,7 +541,9 @@ pub fn mirror_in(text: &str, codename: &str) -> Option<String> {
                 }
             }
         }
-        let (Some(uri), Some(suite)) = (w.next(), w.next()) else { continue };
+        let (Some(uri), Some(suite)) = (w.next(), w.next()) else {
+            continue;
+        };
         if suite == codename && w.any(|c| c == "main") {
             return Some(uri.to_string());
         }
@@ -480,7 +558,9 @@ fn ensure_base_image(sh: &Shell, p: &Paths) -> Result<String> {
     if sh.ok(&["docker", "image", "inspect", BASE_TAG]) {
         return Ok(BASE_TAG.into());
     }
-    eprintln!("==> base image: python:3.11-slim is not present; building {BASE_TAG} with debootstrap");
+    eprintln!(
+        "==> base image: python:3.11-slim is not present; building {BASE_TAG} with debootstrap"
+    );
     let (mirror, suite) = apt_mirror()?;
     let rootfs = p.root.join("rootfs");
     let _ = fs::remove_dir_all(&rootfs);
@@ -496,7 +576,13 @@ fn ensure_base_image(sh: &Shell, p: &Paths) -> Result<String> {
     if !status.success() {
         bail!("debootstrap failed (suite {suite}); see the output above");
     }
-    for junk in ["var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale"] {
+    for junk in [
+        "var/cache/apt/archives",
+        "var/lib/apt/lists",
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/locale",
+    ] {
         let d = rootfs.join(junk);
         let _ = fs::remove_dir_all(&d);
         let _ = fs::create_dir_all(&d);
@@ -508,7 +594,15 @@ fn ensure_base_image(sh: &Shell, p: &Paths) -> Result<String> {
         .stdout(Stdio::piped())
         .spawn()?;
     let import = Command::new("docker")
-        .args(["import", "-c", "CMD [\"python3\"]", "-c", "ENV LANG=C.UTF-8", "-", BASE_TAG])
+        .args([
+            "import",
+            "-c",
+            "CMD [\"python3\"]",
+            "-c",
+            "ENV LANG=C.UTF-8",
+            "-",
+            BASE_TAG,
+        ])
         .stdin(tar.stdout.take().context("tar stdout")?)
         .stdout(Stdio::null())
         .status()?;
@@ -548,9 +642,28 @@ pub fn down(sh: &Shell) -> Result<()> {
     if remote.join("docker-compose.server.yml").is_file() {
         if let Some(c) = compose::detect_local(sh) {
             let mut argv = c.argv();
-            argv.extend(["-f".into(), "docker-compose.server.yml".into(), "down".into(), "--timeout".into(), "10".into()]);
-            let ok = Command::new(&argv[0]).args(&argv[1..]).current_dir(&remote).stdin(Stdio::null()).output().map(|o| o.status.success()).unwrap_or(false);
-            eprintln!("observer container: {}", if ok { "stopped" } else { "not stopped (see `docker ps`)" });
+            argv.extend([
+                "-f".into(),
+                "docker-compose.server.yml".into(),
+                "down".into(),
+                "--timeout".into(),
+                "10".into(),
+            ]);
+            let ok = Command::new(&argv[0])
+                .args(&argv[1..])
+                .current_dir(&remote)
+                .stdin(Stdio::null())
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            eprintln!(
+                "observer container: {}",
+                if ok {
+                    "stopped"
+                } else {
+                    "not stopped (see `docker ps`)"
+                }
+            );
         }
     }
     if let Some(pid) = st.registry_pid.take() {
@@ -566,13 +679,24 @@ pub fn down(sh: &Shell) -> Result<()> {
 pub fn status(sh: &Shell, json: bool) -> Result<()> {
     let p = Paths::new(sh);
     let st = load_state(sh).unwrap_or_default();
-    let reg = st.registry_pid.is_some_and(|pid| pid_alive(pid, &p.registry().join("config.yml")))
+    let reg = st
+        .registry_pid
+        .is_some_and(|pid| pid_alive(pid, &p.registry().join("config.yml")))
         && http_status(st.registry_port, "/v2/") == Some(401);
-    let sshd = st.sshd_pid.is_some_and(|pid| pid_alive(pid, &p.ssh().join("sshd_config"))) && ssh_banner(st.ssh_port);
+    let sshd = st
+        .sshd_pid
+        .is_some_and(|pid| pid_alive(pid, &p.ssh().join("sshd_config")))
+        && ssh_banner(st.ssh_port);
     let base = !st.base_image.is_empty() && sh.ok(&["docker", "image", "inspect", &st.base_image]);
     let git = p.git_remote().join("HEAD").is_file();
     let observer = sh
-        .read(&["docker", "inspect", "-f", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", "qts-observer"])
+        .read(&[
+            "docker",
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
+            "qts-observer",
+        ])
         .ok();
     if json {
         let v = serde_json::json!({
@@ -585,14 +709,33 @@ pub fn status(sh: &Shell, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let yn = |b: bool| if b { "running" } else { "not running" };
-        println!("registry    {:<12} 127.0.0.1:{} {}", yn(reg), st.registry_port, st.registry_kind);
+        println!(
+            "registry    {:<12} 127.0.0.1:{} {}",
+            yn(reg),
+            st.registry_port,
+            st.registry_kind
+        );
         println!("sshd        {:<12} 127.0.0.1:{}", yn(sshd), st.ssh_port);
-        println!("base image  {:<12} {}", if base { "present" } else { "missing" }, st.base_image);
-        println!("git remote  {:<12} {}", if git { "present" } else { "missing" }, p.git_remote().display());
-        println!("observer    {}", observer.unwrap_or_else(|| "no container".into()));
+        println!(
+            "base image  {:<12} {}",
+            if base { "present" } else { "missing" },
+            st.base_image
+        );
+        println!(
+            "git remote  {:<12} {}",
+            if git { "present" } else { "missing" },
+            p.git_remote().display()
+        );
+        println!(
+            "observer    {}",
+            observer.unwrap_or_else(|| "no container".into())
+        );
     }
     if !(reg && sshd) {
-        return Err(crate::shell::exit_code("the sandbox is not fully up (`cargo xtask sandbox up`)", 1));
+        return Err(crate::shell::exit_code(
+            "the sandbox is not fully up (`cargo xtask sandbox up`)",
+            1,
+        ));
     }
     Ok(())
 }
@@ -604,9 +747,18 @@ mod tests {
     #[test]
     fn mirror_from_deb822_and_one_line() {
         let deb822 = "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\nComponents: main\n";
-        assert_eq!(mirror_in(deb822, "bookworm").as_deref(), Some("http://mirror.example/debian"));
+        assert_eq!(
+            mirror_in(deb822, "bookworm").as_deref(),
+            Some("http://mirror.example/debian")
+        );
         let line = "# comment\ndeb [arch=amd64 signed-by=/x] http://m.example/debian bookworm main contrib\n";
-        assert_eq!(mirror_in(line, "bookworm").as_deref(), Some("http://m.example/debian"));
-        assert_eq!(mirror_in("deb http://other nodistro main\n", "bookworm"), None);
+        assert_eq!(
+            mirror_in(line, "bookworm").as_deref(),
+            Some("http://m.example/debian")
+        );
+        assert_eq!(
+            mirror_in("deb http://other nodistro main\n", "bookworm"),
+            None
+        );
     }
 }

@@ -25,14 +25,26 @@ impl std::error::Error for Exit {}
 
 /// Exit code 1: a check failed or the work failed; nothing (more) was changed.
 pub fn fail(msg: impl Into<String>) -> anyhow::Error {
-    Exit { code: 1, msg: msg.into() }.into()
+    Exit {
+        code: 1,
+        msg: msg.into(),
+    }
+    .into()
 }
 /// Exit code 2: bad usage or an invalid config; nothing was touched.
 pub fn usage(msg: impl Into<String>) -> anyhow::Error {
-    Exit { code: 2, msg: msg.into() }.into()
+    Exit {
+        code: 2,
+        msg: msg.into(),
+    }
+    .into()
 }
 pub fn exit_code(msg: impl Into<String>, code: u8) -> anyhow::Error {
-    Exit { code, msg: msg.into() }.into()
+    Exit {
+        code,
+        msg: msg.into(),
+    }
+    .into()
 }
 
 pub fn code_of(e: &anyhow::Error) -> u8 {
@@ -157,7 +169,9 @@ pub fn run_capture(cmd: &mut Command, stdin: Option<&[u8]>) -> Result<Output> {
             let _ = pipe.write_all(&data);
         });
     }
-    let out = child.wait_with_output().context("waiting for a child process")?;
+    let out = child
+        .wait_with_output()
+        .context("waiting for a child process")?;
     Ok(Output {
         ok: out.status.success(),
         code: out.status.code(),

@@ -66,7 +66,14 @@ impl Session {
             }
             None => env.identity.clone(),
         };
-        Ok(Session { server: server.clone(), known_hosts, identity, dir, opened: false, connections: 0 })
+        Ok(Session {
+            server: server.clone(),
+            known_hosts,
+            identity,
+            dir,
+            opened: false,
+            connections: 0,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -80,12 +87,18 @@ impl Session {
     /// The options every ssh invocation shares.
     pub fn options(&self) -> Vec<String> {
         let mut o: Vec<String> = [
-            "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", "ConnectTimeout=10",
-            "-o", "ServerAliveInterval=15",
-            "-o", "ServerAliveCountMax=4",
-            "-o", "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=4",
+            "-o",
+            "LogLevel=ERROR",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -97,7 +110,12 @@ impl Session {
         o.push("-p".into());
         o.push(self.server.port.to_string());
         if let Some(id) = &self.identity {
-            o.extend(["-i".into(), id.display().to_string(), "-o".into(), "IdentitiesOnly=yes".into()]);
+            o.extend([
+                "-i".into(),
+                id.display().to_string(),
+                "-o".into(),
+                "IdentitiesOnly=yes".into(),
+            ]);
         }
         o
     }
@@ -156,7 +174,8 @@ impl Session {
             c.arg("-n");
         }
         c.arg(self.destination()).arg("--").arg(script);
-        run_capture(&mut c, stdin).with_context(|| format!("running a command on {}", self.server.name))
+        run_capture(&mut c, stdin)
+            .with_context(|| format!("running a command on {}", self.server.name))
     }
 
     pub fn close(self) {

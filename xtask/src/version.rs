@@ -14,7 +14,9 @@ pub fn is_valid(v: &str) -> bool {
     if v.len() > 128 {
         return false;
     }
-    let Some(rest) = v.strip_prefix('v') else { return false };
+    let Some(rest) = v.strip_prefix('v') else {
+        return false;
+    };
     let (core, pre) = match rest.split_once('-') {
         Some((c, p)) => (c, Some(p)),
         None => (rest, None),
@@ -23,7 +25,9 @@ pub fn is_valid(v: &str) -> bool {
     parts.len() == 3
         && parts.iter().all(|p| number(p))
         && pre.is_none_or(|p| {
-            !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
         })
 }
 
@@ -44,7 +48,13 @@ mod tests {
 
     #[test]
     fn accepts() {
-        for v in ["v0.0.0", "v1.2.3", "v10.20.30", "v1.2.3-rc.1", "v1.2.3-alpha-2"] {
+        for v in [
+            "v0.0.0",
+            "v1.2.3",
+            "v10.20.30",
+            "v1.2.3-rc.1",
+            "v1.2.3-alpha-2",
+        ] {
             assert!(is_valid(v), "{v}");
         }
     }
@@ -53,9 +63,27 @@ mod tests {
     fn rejects() {
         let long = format!("v1.2.3-{}", "a".repeat(200));
         for v in [
-            "", "1.2.3", "v1.2", "v1.2.3.4", "v01.2.3", "v1.02.3", "v1.2.03", "V1.2.3", "v1.2.3-",
-            "v1.2.3;rm -rf /", "v1.2.3$(id)", "v1.2.3`id`", "v1.2.3 ", " v1.2.3", "v1.2.3\n",
-            "v١.٢.٣", "v1.2.3-ü", "v1.2.3+build", "v1.2.3-a/b", long.as_str(), "v-1.2.3",
+            "",
+            "1.2.3",
+            "v1.2",
+            "v1.2.3.4",
+            "v01.2.3",
+            "v1.02.3",
+            "v1.2.03",
+            "V1.2.3",
+            "v1.2.3-",
+            "v1.2.3;rm -rf /",
+            "v1.2.3$(id)",
+            "v1.2.3`id`",
+            "v1.2.3 ",
+            " v1.2.3",
+            "v1.2.3\n",
+            "v١.٢.٣",
+            "v1.2.3-ü",
+            "v1.2.3+build",
+            "v1.2.3-a/b",
+            long.as_str(),
+            "v-1.2.3",
         ] {
             assert!(!is_valid(v), "{v:?}");
             assert_eq!(crate::shell::code_of(&validate(v).unwrap_err()), 2);

@@ -41,7 +41,9 @@ impl Node {
 
 fn unquote(s: &str) -> String {
     let s = s.trim();
-    if s.len() >= 2 && ((s.starts_with('"') && s.ends_with('"')) || (s.starts_with('\'') && s.ends_with('\''))) {
+    if s.len() >= 2
+        && ((s.starts_with('"') && s.ends_with('"')) || (s.starts_with('\'') && s.ends_with('\'')))
+    {
         s[1..s.len() - 1].to_string()
     } else {
         s.to_string()
@@ -88,7 +90,9 @@ fn block(lines: &[(usize, String)], pos: &mut usize, indent: usize) -> Result<No
             let item = lines[*pos].1[1..].trim().to_string();
             *pos += 1;
             if item.contains(": ") || item.ends_with(':') {
-                return Err(format!("mappings inside sequences are not supported: `{item}`"));
+                return Err(format!(
+                    "mappings inside sequences are not supported: `{item}`"
+                ));
             }
             items.push(Node::Scalar(unquote(&item)));
         }
@@ -107,7 +111,10 @@ fn block(lines: &[(usize, String)], pos: &mut usize, indent: usize) -> Result<No
             if *pos < lines.len() && lines[*pos].0 > indent {
                 let child = lines[*pos].0;
                 block(lines, pos, child)?
-            } else if *pos < lines.len() && lines[*pos].0 == indent && lines[*pos].1.starts_with("- ") {
+            } else if *pos < lines.len()
+                && lines[*pos].0 == indent
+                && lines[*pos].1.starts_with("- ")
+            {
                 block(lines, pos, indent)?
             } else {
                 Node::Scalar(String::new())
@@ -127,21 +134,35 @@ mod tests {
     #[test]
     fn reads_the_server_compose_file() {
         let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../app/obs_deploy/docker-compose.server.yml"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../app/obs_deploy/docker-compose.server.yml"),
         )
         .unwrap();
         let doc = parse(&text).unwrap();
         let svc = "services.qts-observer";
-        assert!(doc.str(&format!("{svc}.image")).unwrap().contains("${IMAGE_TAG:?IMAGE_TAG required}"));
-        assert_eq!(doc.str(&format!("{svc}.deploy.resources.limits.cpus")), Some("1.0"));
-        assert_eq!(doc.str(&format!("{svc}.deploy.resources.reservations.memory")), Some("256M"));
+        assert!(doc
+            .str(&format!("{svc}.image"))
+            .unwrap()
+            .contains("${IMAGE_TAG:?IMAGE_TAG required}"));
+        assert_eq!(
+            doc.str(&format!("{svc}.deploy.resources.limits.cpus")),
+            Some("1.0")
+        );
+        assert_eq!(
+            doc.str(&format!("{svc}.deploy.resources.reservations.memory")),
+            Some("256M")
+        );
         assert_eq!(doc.seq_strs(&format!("{svc}.volumes")).len(), 3);
-        assert_eq!(doc.str(&format!("{svc}.container_name")), Some("qts-observer"));
+        assert_eq!(
+            doc.str(&format!("{svc}.container_name")),
+            Some("qts-observer")
+        );
     }
 
     #[test]
     fn comments_and_quotes() {
-        let doc = parse("a:\n  b: \"x # not a comment\" # comment\n  c:\n  - '1'\n  - 2\n").unwrap();
+        let doc =
+            parse("a:\n  b: \"x # not a comment\" # comment\n  c:\n  - '1'\n  - 2\n").unwrap();
         assert_eq!(doc.str("a.b"), Some("x # not a comment"));
         assert_eq!(doc.seq_strs("a.c"), vec!["1", "2"]);
     }

@@ -17,25 +17,43 @@ fn sandbox_up_is_idempotent_and_down_stops_what_it_started() {
     ensure_sandbox();
     let again = xtask(&repo(), &["sandbox", "up"], &[]);
     assert_eq!(again.code, 0, "{}", again.all());
-    assert!(again.stderr.contains("registry already running"), "{}", again.stderr);
-    assert!(again.stderr.contains("sshd already running"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("registry already running"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        again.stderr.contains("sshd already running"),
+        "{}",
+        again.stderr
+    );
     let st = xtask(&repo(), &["sandbox", "status", "--json"], &[]);
     assert_eq!(st.code, 0, "{}", st.all());
     let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
     assert_eq!(v["registry"]["running"], true);
     assert_eq!(v["sshd"]["running"], true);
-    let pids = [state()["registry_pid"].as_u64().unwrap(), state()["sshd_pid"].as_u64().unwrap()];
+    let pids = [
+        state()["registry_pid"].as_u64().unwrap(),
+        state()["sshd_pid"].as_u64().unwrap(),
+    ];
 
     let down = xtask(&repo(), &["sandbox", "down"], &[]);
     assert_eq!(down.code, 0, "{}", down.all());
     for pid in pids {
         // Gone, or a zombie waiting for a reaper: either way no longer running.
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let running = status.lines().any(|l| l.starts_with("State:") && !l.contains("Z"));
+        let running = status
+            .lines()
+            .any(|l| l.starts_with("State:") && !l.contains("Z"));
         assert!(!running, "pid {pid} still runs after down");
     }
     let st = xtask(&repo(), &["sandbox", "status"], &[]);
-    assert_eq!(st.code, 1, "status must say the sandbox is down:\n{}", st.all());
+    assert_eq!(
+        st.code,
+        1,
+        "status must say the sandbox is down:\n{}",
+        st.all()
+    );
     // A stale record: `up` recovers.
     ensure_sandbox();
     assert_no_secret(&[&token()]);
@@ -46,12 +64,21 @@ fn sandbox_up_is_idempotent_and_down_stops_what_it_started() {
 fn sandbox_registry_login_push_pull() {
     ensure_sandbox();
     let reg = registry();
-    let ok = run_stdin(Command::new("docker").args(["login", "-u", "observer-ci", "--password-stdin", &reg]), &token());
+    let ok = run_stdin(
+        Command::new("docker").args(["login", "-u", "observer-ci", "--password-stdin", &reg]),
+        &token(),
+    );
     assert_eq!(ok.code, 0, "{}", ok.all());
     let cfg = std::env::temp_dir().join(format!("docker-cfg-{}", unique()));
     std::fs::create_dir_all(&cfg).unwrap();
     let bad = run_stdin(
-        Command::new("docker").arg("--config").arg(&cfg).args(["login", "-u", "observer-ci", "--password-stdin", &reg]),
+        Command::new("docker").arg("--config").arg(&cfg).args([
+            "login",
+            "-u",
+            "observer-ci",
+            "--password-stdin",
+            &reg,
+        ]),
         "wrong-password",
     );
     assert_ne!(bad.code, 0, "a wrong password must be refused");
@@ -69,14 +96,20 @@ fn sandbox_registry_login_push_pull() {
 fn ssh_cmd(known_hosts: &std::path::Path) -> Command {
     let s = sandbox_dir();
     let mut c = Command::new("ssh");
-    c.args(["-n", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .arg("-i")
-        .arg(s.join("ssh/client_ed25519"))
-        .args(["-p", &state()["ssh_port"].to_string()])
-        .arg(format!("{}@127.0.0.1", state()["user"].as_str().unwrap()))
-        .args(["docker", "ps"]);
+    c.args([
+        "-n",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+    ])
+    .arg("-o")
+    .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+    .arg("-i")
+    .arg(s.join("ssh/client_ed25519"))
+    .args(["-p", &state()["ssh_port"].to_string()])
+    .arg(format!("{}@127.0.0.1", state()["user"].as_str().unwrap()))
+    .args(["docker", "ps"]);
     c
 }
 
@@ -99,7 +132,12 @@ fn sandbox_ssh_pinned_host_key() {
     assert_eq!(r.code, 0, "{}", r.all());
     let bad = run(&mut ssh_cmd(&tmp.join("known_hosts")));
     assert_ne!(bad.code, 0, "a changed host key must be refused");
-    assert!(bad.stderr.contains("HOST IDENTIFICATION HAS CHANGED") || bad.stderr.contains("Host key verification failed"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("HOST IDENTIFICATION HAS CHANGED")
+            || bad.stderr.contains("Host key verification failed"),
+        "{}",
+        bad.stderr
+    );
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
@@ -111,44 +149,101 @@ fn check_env_clean_and_violations() {
     ensure_sandbox();
     let root = repo();
     let secret = format!("kis-secret-{}", unique());
-    let clean = xtask(&root, &["check-env", "--env", "sandbox"], &[("KIS_API_KEY", &secret)]);
+    let clean = xtask(
+        &root,
+        &["check-env", "--env", "sandbox"],
+        &[("KIS_API_KEY", &secret)],
+    );
     assert_eq!(clean.code, 0, "{}", clean.all());
     assert!(clean.stdout.contains("secret KIS_API_KEY"));
-    let json = xtask(&root, &["check-env", "--env", "sandbox", "--json"], &[("KIS_API_SECRET", &secret)]);
+    let json = xtask(
+        &root,
+        &["check-env", "--env", "sandbox", "--json"],
+        &[("KIS_API_SECRET", &secret)],
+    );
     assert_eq!(json.code, 0, "{}", json.all());
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(v["ok"], true);
 
-    let forbidden = xtask(&root, &["check-env", "--env", "sandbox"], &[("OBSERVER_STANDALONE", "1")]);
+    let forbidden = xtask(
+        &root,
+        &["check-env", "--env", "sandbox"],
+        &[("OBSERVER_STANDALONE", "1")],
+    );
     assert_eq!(forbidden.code, 1);
     assert!(forbidden.stdout.contains("FAIL  env OBSERVER_STANDALONE"));
     assert!(forbidden.stdout.contains("QTS_OBSERVER_STANDALONE"));
 
-    let data = xtask(&root, &["check-env", "--env", "sandbox"], &[("OBSERVER_CONFIG_DIR", "/app/data/observer")]);
+    let data = xtask(
+        &root,
+        &["check-env", "--env", "sandbox"],
+        &[("OBSERVER_CONFIG_DIR", "/app/data/observer")],
+    );
     assert_eq!(data.code, 1);
-    assert!(data.stdout.contains("FAIL  path archive"), "{}", data.stdout);
+    assert!(
+        data.stdout.contains("FAIL  path archive"),
+        "{}",
+        data.stdout
+    );
 
     let tmp = std::env::temp_dir().join(format!("compose-{}", unique()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let compose = std::fs::read_to_string(root.join("app/obs_deploy/docker-compose.server.yml")).unwrap();
+    let compose =
+        std::fs::read_to_string(root.join("app/obs_deploy/docker-compose.server.yml")).unwrap();
     let cases = [
-        ("${IMAGE_TAG:?IMAGE_TAG required}", "${IMAGE_TAG:-latest}", "compose image guard"),
+        (
+            "${IMAGE_TAG:?IMAGE_TAG required}",
+            "${IMAGE_TAG:-latest}",
+            "compose image guard",
+        ),
         ("memory: 512M", "memory: 1G", "compose limits.memory"),
         ("cpus: \"0.5\"", "cpus: \"2\"", "compose reservations.cpus"),
-        ("      - ./config:/app/config\n", "", "compose volume ./config"),
+        (
+            "      - ./config:/app/config\n",
+            "",
+            "compose volume ./config",
+        ),
     ];
     for (from, to, check) in cases {
         let f = tmp.join("compose.yml");
         assert!(compose.contains(from), "{from}");
         std::fs::write(&f, compose.replacen(from, to, 1)).unwrap();
-        let r = xtask(&root, &["check-env", "--env", "sandbox", "--compose", f.to_str().unwrap()], &[]);
+        let r = xtask(
+            &root,
+            &[
+                "check-env",
+                "--env",
+                "sandbox",
+                "--compose",
+                f.to_str().unwrap(),
+            ],
+            &[],
+        );
         assert_eq!(r.code, 1, "{check}: {}", r.all());
-        assert!(r.stdout.contains(&format!("FAIL  {check}")), "{check}: {}", r.stdout);
+        assert!(
+            r.stdout.contains(&format!("FAIL  {check}")),
+            "{check}: {}",
+            r.stdout
+        );
     }
     let cfg = std::fs::read_to_string(root.join("app/obs_deploy/deployment_config.json")).unwrap();
     let f = tmp.join("config.json");
-    std::fs::write(&f, cfg.replacen("\"keep_images\": 3,", "\"keep_imagez\": 3,", 1)).unwrap();
-    let r = xtask(&root, &["check-env", "--env", "sandbox", "--config", f.to_str().unwrap()], &[]);
+    std::fs::write(
+        &f,
+        cfg.replacen("\"keep_images\": 3,", "\"keep_imagez\": 3,", 1),
+    )
+    .unwrap();
+    let r = xtask(
+        &root,
+        &[
+            "check-env",
+            "--env",
+            "sandbox",
+            "--config",
+            f.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("keep_imagez"), "{}", r.stderr);
     let r = xtask(&root, &["check-env", "--env", "nope"], &[]);
@@ -164,7 +259,11 @@ fn world(c: &Clone) -> String {
     let cat = registry_get("observer/tags/list", false).stdout;
     let imgs = sh("docker images --format '{{.Repository}}:{{.Tag}} {{.ID}}' | sort").stdout;
     let local = c.git("tag -l").stdout;
-    let remote = sh(&format!("git --git-dir='{}' tag -l", sandbox_dir().join("git/observer.git").display())).stdout;
+    let remote = sh(&format!(
+        "git --git-dir='{}' tag -l",
+        sandbox_dir().join("git/observer.git").display()
+    ))
+    .stdout;
     format!("{cat}\n{imgs}\n{local}\n{remote}")
 }
 
@@ -183,39 +282,73 @@ fn release_happy_path_then_immutable() {
     let s: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let digest = s["digest"].as_str().unwrap().to_string();
     assert!(digest.starts_with("sha256:"));
-    assert_eq!(registry_digest("observer", &v).as_deref(), Some(digest.as_str()));
+    assert_eq!(
+        registry_digest("observer", &v).as_deref(),
+        Some(digest.as_str())
+    );
     let head = c.git("rev-parse HEAD").stdout.trim().to_string();
     assert_eq!(s["revision"], head.as_str());
 
     // Labels, read back from the registry's config blob.
-    let manifest: serde_json::Value = serde_json::from_str(&registry_get(&format!("observer/manifests/{v}"), false).stdout).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&registry_get(&format!("observer/manifests/{v}"), false).stdout)
+            .unwrap();
     let cfg_digest = manifest["config"]["digest"].as_str().unwrap();
-    let cfg: serde_json::Value = serde_json::from_str(&registry_get(&format!("observer/blobs/{cfg_digest}"), false).stdout).unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_str(&registry_get(&format!("observer/blobs/{cfg_digest}"), false).stdout)
+            .unwrap();
     let labels = &cfg["config"]["Labels"];
     assert_eq!(labels["org.opencontainers.image.version"], v.as_str());
     assert_eq!(labels["org.opencontainers.image.revision"], head.as_str());
-    assert!(labels["org.opencontainers.image.created"].as_str().unwrap().ends_with('Z'));
+    assert!(labels["org.opencontainers.image.created"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
     assert_eq!(labels["org.opencontainers.image.title"], "observer");
 
     // The annotated tag on the remote records image and digest.
     let remote = sandbox_dir().join("git/observer.git");
-    let tag = sh(&format!("git --git-dir='{}' cat-file -p refs/tags/{v}", remote.display()));
+    let tag = sh(&format!(
+        "git --git-dir='{}' cat-file -p refs/tags/{v}",
+        remote.display()
+    ));
     assert_eq!(tag.code, 0, "{}", tag.all());
-    assert!(tag.stdout.starts_with("object "), "not an annotated tag: {}", tag.stdout);
-    assert!(tag.stdout.contains(&format!("digest: {digest}")), "{}", tag.stdout);
-    assert!(tag.stdout.contains(&format!("image: {}/observer:{v}", registry())));
+    assert!(
+        tag.stdout.starts_with("object "),
+        "not an annotated tag: {}",
+        tag.stdout
+    );
+    assert!(
+        tag.stdout.contains(&format!("digest: {digest}")),
+        "{}",
+        tag.stdout
+    );
+    assert!(tag
+        .stdout
+        .contains(&format!("image: {}/observer:{v}", registry())));
 
     // Tag already local and remote: refused, nothing changed.
     let before = world(&c);
     let again = c.xtask(&["release", &v, "--env", "sandbox"]);
     assert_eq!(again.code, 1, "{}", again.all());
-    assert!(again.stderr.contains("already exists on the remote"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("already exists on the remote"),
+        "{}",
+        again.stderr
+    );
     // Tag only remote (deleted locally): still refused.
     c.git(&format!("tag -d {v}"));
     let again = c.xtask(&["release", &v, "--env", "sandbox"]);
     assert_eq!(again.code, 1);
-    assert!(again.stderr.contains("already exists on the remote"), "{}", again.stderr);
-    c.git(&format!("fetch -q --no-tags '{}' refs/tags/{v}:refs/tags/{v}", remote.display()));
+    assert!(
+        again.stderr.contains("already exists on the remote"),
+        "{}",
+        again.stderr
+    );
+    c.git(&format!(
+        "fetch -q --no-tags '{}' refs/tags/{v}:refs/tags/{v}",
+        remote.display()
+    ));
     assert_eq!(world(&c), before);
 
     // The same version from another commit, with no tag anywhere: the registry refuses it.
@@ -224,9 +357,16 @@ fn release_happy_path_then_immutable() {
     sh(&format!("git --git-dir='{}' tag -d {v}", remote.display()));
     let other = c2.xtask(&["release", &v, "--env", "sandbox"]);
     assert_eq!(other.code, 1, "{}", other.all());
-    assert!(other.stderr.contains("already exists in the registry"), "{}", other.stderr);
+    assert!(
+        other.stderr.contains("already exists in the registry"),
+        "{}",
+        other.stderr
+    );
     assert!(other.stderr.contains("immutable"));
-    assert_eq!(registry_digest("observer", &v).as_deref(), Some(digest.as_str()));
+    assert_eq!(
+        registry_digest("observer", &v).as_deref(),
+        Some(digest.as_str())
+    );
     assert_no_secret(&[&token()]);
 }
 
@@ -238,14 +378,31 @@ fn release_rejects_hostile_versions_touching_nothing() {
     let before = world(&c);
     let long = format!("v1.2.3-{}", "x".repeat(300));
     let hostile = [
-        "v1.2.3;touch /tmp/pwned", "v1.2.3$(touch /tmp/pwned)", "v1.2.3`id`", "v1.2.3 && id", "v1 .2.3",
-        "1.2.3", "v01.2.3", "v1.2.03", "v١.٢.٣", "", long.as_str(), "v1.2.3\nv1.2.4", "-x", "v1.2.3|id",
-        "../v1.2.3", "v1.2.3'",
+        "v1.2.3;touch /tmp/pwned",
+        "v1.2.3$(touch /tmp/pwned)",
+        "v1.2.3`id`",
+        "v1.2.3 && id",
+        "v1 .2.3",
+        "1.2.3",
+        "v01.2.3",
+        "v1.2.03",
+        "v١.٢.٣",
+        "",
+        long.as_str(),
+        "v1.2.3\nv1.2.4",
+        "-x",
+        "v1.2.3|id",
+        "../v1.2.3",
+        "v1.2.3'",
     ];
     for v in hostile {
         let r = c.xtask(&["release", v, "--env", "sandbox"]);
         assert_eq!(r.code, 2, "{v:?}: {}", r.all());
-        assert!(r.stderr.contains("invalid version") || r.stderr.contains("error:"), "{v:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("invalid version") || r.stderr.contains("error:"),
+            "{v:?}: {}",
+            r.stderr
+        );
     }
     assert!(!std::path::Path::new("/tmp/pwned").exists());
     assert_eq!(world(&c), before);
@@ -268,7 +425,11 @@ fn release_preflight_refusals_change_nothing() {
     c.git("checkout -q -b feature");
     let r = c.xtask(&["release", &v, "--env", "sandbox"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("not on the release branch `main`"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not on the release branch `main`"),
+        "{}",
+        r.stderr
+    );
     c.git("checkout -q main");
     // Tag already local (on another commit).
     c.git(&format!("tag {v} HEAD~1"));
@@ -280,8 +441,18 @@ fn release_preflight_refusals_change_nothing() {
     // Dry run: prints the plan, changes nothing.
     let r = c.xtask(&["release", &v, "--env", "sandbox", "--dry-run"]);
     assert_eq!(r.code, 0, "{}", r.all());
-    for word in ["docker build", "docker push", "git tag --annotate", "git push", "--password-stdin"] {
-        assert!(r.stderr.contains(word), "dry run must show `{word}`: {}", r.stderr);
+    for word in [
+        "docker build",
+        "docker push",
+        "git tag --annotate",
+        "git push",
+        "--password-stdin",
+    ] {
+        assert!(
+            r.stderr.contains(word),
+            "dry run must show `{word}`: {}",
+            r.stderr
+        );
     }
     assert_eq!(world(&c), before);
     assert_no_secret(&[&token()]);
@@ -306,8 +477,18 @@ fn release_resumes_after_failed_tag_push() {
     let s: serde_json::Value = serde_json::from_str(&second.stdout).unwrap();
     assert_eq!(s["resumed"], true);
     assert_eq!(s["digest"], digest.as_str());
-    assert!(!second.stderr.contains("==> Build"), "a resumed release must not build again");
-    let tag = sh(&format!("git --git-dir='{}' cat-file -p refs/tags/{v}", sandbox_dir().join("git/observer.git").display()));
-    assert!(tag.stdout.contains(&format!("digest: {digest}")), "{}", tag.all());
+    assert!(
+        !second.stderr.contains("==> Build"),
+        "a resumed release must not build again"
+    );
+    let tag = sh(&format!(
+        "git --git-dir='{}' cat-file -p refs/tags/{v}",
+        sandbox_dir().join("git/observer.git").display()
+    ));
+    assert!(
+        tag.stdout.contains(&format!("digest: {digest}")),
+        "{}",
+        tag.all()
+    );
     assert_no_secret(&[&token()]);
 }

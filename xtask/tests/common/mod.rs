@@ -11,7 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub static TRANSCRIPT: Mutex<String> = Mutex::new(String::new());
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn sandbox_dir() -> PathBuf {
@@ -19,7 +22,8 @@ pub fn sandbox_dir() -> PathBuf {
 }
 
 pub fn state() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(sandbox_dir().join("state.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(sandbox_dir().join("state.json")).unwrap())
+        .unwrap()
 }
 
 pub fn registry() -> String {
@@ -27,7 +31,10 @@ pub fn registry() -> String {
 }
 
 pub fn token() -> String {
-    std::fs::read_to_string(sandbox_dir().join("registry/token")).unwrap().trim().to_string()
+    std::fs::read_to_string(sandbox_dir().join("registry/token"))
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 pub fn unique() -> u64 {
@@ -65,8 +72,18 @@ pub fn run(cmd: &mut Command) -> Run {
 
 pub fn run_stdin(cmd: &mut Command, input: &str) -> Run {
     use std::io::Write;
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     record(&child.wait_with_output().unwrap())
 }
 
@@ -104,7 +121,10 @@ pub struct Clone {
 impl Clone {
     pub fn new(tag: &str) -> Clone {
         let dir = std::env::temp_dir().join(format!("xtask-e2e-{tag}-{}", unique()));
-        let r = run(Command::new("git").args(["clone", "-q", "--branch", "main"]).arg(repo()).arg(&dir));
+        let r = run(Command::new("git")
+            .args(["clone", "-q", "--branch", "main"])
+            .arg(repo())
+            .arg(&dir));
         assert_eq!(r.code, 0, "{}", r.all());
         let r = sh(&format!(
             "cd '{}' && git config user.email e2e@test.invalid && git config user.name e2e",
@@ -155,6 +175,7 @@ pub fn registry_digest(repo: &str, tag: &str) -> Option<String> {
     }
     r.stdout.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("docker-content-digest").then(|| v.trim().to_string())
+        k.eq_ignore_ascii_case("docker-content-digest")
+            .then(|| v.trim().to_string())
     })
 }
