@@ -138,7 +138,7 @@ pub fn prepare_dirs_script(env: &Env) -> String {
 
 pub fn pull_script(env: &Env, image: &str, login: bool) -> String {
     let login = if login {
-        format!("docker login --username \"$(head -n1)\" --password-stdin {} >/dev/null && ", q(&env.registry))
+        format!("read -r u && docker login --username \"$u\" --password-stdin {} >/dev/null && ", q(&env.registry))
     } else {
         String::new()
     };

@@ -483,7 +483,7 @@ mod tests {
         let build = p.get("build").unwrap().argv();
         assert!(build.contains(&"127.0.0.1:5000/observer:v1.2.3"));
         assert!(build.contains(&"REVISION=0123456789abcdef0123456789abcdef01234567"));
-        assert!(build.contains(&"org.opencontainers.image.version=v1.2.3"));
+        assert!(build.contains(&"VERSION=v1.2.3"));
         let login = p.get("login").unwrap();
         assert!(login.argv().contains(&"--password-stdin"));
         assert_eq!(
