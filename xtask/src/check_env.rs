@@ -118,6 +118,7 @@ impl CheckEnv {
             &mut r,
         );
         path_contract(&file, &mut r);
+        config_contract(&file, &mut r);
         compose_contract(&compose_path, &mut r);
         environment(sh, &file, &self.env, &mut r);
         if self.remote {
@@ -248,6 +249,29 @@ fn path_contract(file: &ConfigFile, r: &mut Report) {
             "path data dir",
             "OBSERVER_DATA_DIR equals the config dir: the archive would mix with data",
         );
+    }
+}
+
+/// Contract §5.1: the deployment block and the paths of deployment_config.json.
+fn config_contract(file: &ConfigFile, r: &mut Report) {
+    let d = &file.deployment;
+    let p = &file.paths;
+    let want = [
+        ("deployment.mode", d.mode.as_str(), "standalone"),
+        ("deployment.structure", d.structure.as_str(), "/app"),
+        ("paths.data_dir", p.data_dir.as_str(), "/app/data/observer"),
+        ("paths.log_dir", p.log_dir.as_str(), "/app/logs"),
+        ("paths.config_dir", p.config_dir.as_str(), "/app/config"),
+    ];
+    for (key, got, want) in want {
+        if got == want {
+            r.ok(format!("config {key}"), got);
+        } else {
+            r.fail(format!("config {key}"), format!("{got:?} (contract §5.1 wants {want:?})"));
+        }
+    }
+    if d.version.is_empty() {
+        r.warn("config deployment.version", "empty");
     }
 }
 

@@ -93,6 +93,7 @@ impl Step {
         self.input = Input::Data(data);
         self
     }
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn argv(&self) -> Vec<&str> {
         match &self.cmd {
             Cmd::Local(a) => a.iter().map(|s| s.as_str()).collect(),
@@ -127,9 +128,11 @@ impl Plan {
     pub fn push(&mut self, step: Step) {
         self.steps.push(step);
     }
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn ids(&self) -> Vec<&'static str> {
         self.steps.iter().map(|s| s.id).collect()
     }
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn get(&self, id: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.id == id)
     }

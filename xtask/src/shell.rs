@@ -7,7 +7,6 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 /// An error that carries the process exit code (documented in `--help` and README).
 #[derive(Debug)]
@@ -58,7 +57,6 @@ pub struct Shell {
     /// Running under GitHub Actions: workflow commands for masks, groups and errors.
     pub gha: bool,
     secrets: RefCell<Vec<String>>,
-    pub started: Instant,
 }
 
 impl Shell {
@@ -75,7 +73,6 @@ impl Shell {
             root,
             gha: std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true"),
             secrets: RefCell::new(Vec::new()),
-            started: Instant::now(),
         })
     }
 
@@ -139,9 +136,6 @@ impl Shell {
             .unwrap_or(false)
     }
 
-    pub fn info(&self, msg: &str) {
-        eprintln!("{}", self.mask(msg));
-    }
 }
 
 pub struct Output {
