@@ -267,7 +267,10 @@ fn config_contract(file: &ConfigFile, r: &mut Report) {
         if got == want {
             r.ok(format!("config {key}"), got);
         } else {
-            r.fail(format!("config {key}"), format!("{got:?} (contract §5.1 wants {want:?})"));
+            r.fail(
+                format!("config {key}"),
+                format!("{got:?} (contract §5.1 wants {want:?})"),
+            );
         }
     }
     if d.version.is_empty() {

@@ -119,7 +119,10 @@ pub fn lock_script(env: &Env) -> String {
 
 pub fn unlock_script(env: &Env, id: &str) -> String {
     let d = q(&deploy_dir(env));
-    format!("grep -q {} {d}/lock/holder.json 2>/dev/null && rm -rf {d}/lock; true", q(id))
+    format!(
+        "grep -q {} {d}/lock/holder.json 2>/dev/null && rm -rf {d}/lock; true",
+        q(id)
+    )
 }
 
 /// Writes stdin to `path` atomically (temp file + rename) with `mode`.
@@ -138,7 +141,10 @@ pub fn prepare_dirs_script(env: &Env) -> String {
 
 pub fn pull_script(env: &Env, image: &str, login: bool) -> String {
     let login = if login {
-        format!("read -r u && docker login --username \"$u\" --password-stdin {} >/dev/null && ", q(&env.registry))
+        format!(
+            "read -r u && docker login --username \"$u\" --password-stdin {} >/dev/null && ",
+            q(&env.registry)
+        )
     } else {
         String::new()
     };
@@ -154,11 +160,19 @@ pub fn chown_with_image_script(env: &Env, image: &str) -> String {
 }
 
 pub fn up_script(env: &Env, c: Compose) -> String {
-    format!("cd {} && {} -f docker-compose.server.yml up -d --remove-orphans 2>&1", q(&env.remote_dir), c.shell())
+    format!(
+        "cd {} && {} -f docker-compose.server.yml up -d --remove-orphans 2>&1",
+        q(&env.remote_dir),
+        c.shell()
+    )
 }
 
 pub fn down_script(env: &Env, c: Compose) -> String {
-    format!("cd {} && {} -f docker-compose.server.yml down --timeout 10 2>&1", q(&env.remote_dir), c.shell())
+    format!(
+        "cd {} && {} -f docker-compose.server.yml down --timeout 10 2>&1",
+        q(&env.remote_dir),
+        c.shell()
+    )
 }
 
 /// Waits for the container's health, then checks every §6.3 criterion, one line each:
@@ -202,7 +216,10 @@ pub fn history_script(env: &Env) -> String {
 }
 
 pub fn images_script(env: &Env) -> String {
-    format!("docker images --format '{{{{.Tag}}}} {{{{.CreatedAt}}}}' {}", q(&env.repo()))
+    format!(
+        "docker images --format '{{{{.Tag}}}} {{{{.CreatedAt}}}}' {}",
+        q(&env.repo())
+    )
 }
 
 // ----------------------------------------------------------------------------------- the plan
@@ -221,20 +238,116 @@ pub fn plan(i: &Inputs) -> Plan {
     let s = &i.server.name;
     let image = env.image(i.version);
     let mut p = Plan::default();
-    p.push(Step::local("verify", format!("Verify {image} in the registry"), &["curl", "-I", &format!("{}/v2/{}/manifests/{}", env.registry_url(), env.repo_path(), i.version)]).read_only());
-    p.push(Step::remote("probe", "Probe the server", s, probe_script(env)));
-    p.push(Step::remote("lock", "Take the deploy lock", s, lock_script(env)).data_stdin(Vec::new()));
-    p.push(Step::remote("upload-compose", "Upload docker-compose.server.yml", s, upload_script(env, "docker-compose.server.yml", "644")).data_stdin(Vec::new()));
-    p.push(Step::remote("upload-config", "Upload deployment_config.json", s, upload_script(env, "deployment_config.json", "644")).data_stdin(Vec::new()));
-    p.push(Step::remote("upload-env", "Upload .env (mode 0600)", s, upload_script(env, ".env", "600")).secret_stdin(Vec::new()));
-    p.push(Step::remote("dirs", "Prepare config/ logs/ data/", s, prepare_dirs_script(env)));
-    p.push(Step::remote("pull", format!("Pull {image} (the old version keeps running)"), s, pull_script(env, &image, i.login)).secret_stdin(Vec::new()));
-    p.push(Step::remote("up", format!("Start {image} ({})", i.compose.describe()), s, up_script(env, i.compose)));
-    p.push(Step::remote("gate", "Health gate (contract §6.3)", s, gate_script(env, i.version, env.cfg.health_timeout_s)).read_only());
-    p.push(Step::remote("record", "Record last_good_tag", s, record_script(env, i.version, "<digest>")));
-    p.push(Step::remote("history", "Append to .deploy/history.jsonl", s, history_script(env)).data_stdin(Vec::new()));
-    p.push(Step::remote("prune", format!("Prune old images (keep {})", env.cfg.keep_images), s, images_script(env)));
-    p.push(Step::remote("unlock", "Release the deploy lock", s, unlock_script(env, "<lock id>")));
+    p.push(
+        Step::local(
+            "verify",
+            format!("Verify {image} in the registry"),
+            &[
+                "curl",
+                "-I",
+                &format!(
+                    "{}/v2/{}/manifests/{}",
+                    env.registry_url(),
+                    env.repo_path(),
+                    i.version
+                ),
+            ],
+        )
+        .read_only(),
+    );
+    p.push(Step::remote(
+        "probe",
+        "Probe the server",
+        s,
+        probe_script(env),
+    ));
+    p.push(
+        Step::remote("lock", "Take the deploy lock", s, lock_script(env)).data_stdin(Vec::new()),
+    );
+    p.push(
+        Step::remote(
+            "upload-compose",
+            "Upload docker-compose.server.yml",
+            s,
+            upload_script(env, "docker-compose.server.yml", "644"),
+        )
+        .data_stdin(Vec::new()),
+    );
+    p.push(
+        Step::remote(
+            "upload-config",
+            "Upload deployment_config.json",
+            s,
+            upload_script(env, "deployment_config.json", "644"),
+        )
+        .data_stdin(Vec::new()),
+    );
+    p.push(
+        Step::remote(
+            "upload-env",
+            "Upload .env (mode 0600)",
+            s,
+            upload_script(env, ".env", "600"),
+        )
+        .secret_stdin(Vec::new()),
+    );
+    p.push(Step::remote(
+        "dirs",
+        "Prepare config/ logs/ data/",
+        s,
+        prepare_dirs_script(env),
+    ));
+    p.push(
+        Step::remote(
+            "pull",
+            format!("Pull {image} (the old version keeps running)"),
+            s,
+            pull_script(env, &image, i.login),
+        )
+        .secret_stdin(Vec::new()),
+    );
+    p.push(Step::remote(
+        "up",
+        format!("Start {image} ({})", i.compose.describe()),
+        s,
+        up_script(env, i.compose),
+    ));
+    p.push(
+        Step::remote(
+            "gate",
+            "Health gate (contract §6.3)",
+            s,
+            gate_script(env, i.version, env.cfg.health_timeout_s),
+        )
+        .read_only(),
+    );
+    p.push(Step::remote(
+        "record",
+        "Record last_good_tag",
+        s,
+        record_script(env, i.version, "<digest>"),
+    ));
+    p.push(
+        Step::remote(
+            "history",
+            "Append to .deploy/history.jsonl",
+            s,
+            history_script(env),
+        )
+        .data_stdin(Vec::new()),
+    );
+    p.push(Step::remote(
+        "prune",
+        format!("Prune old images (keep {})", env.cfg.keep_images),
+        s,
+        images_script(env),
+    ));
+    p.push(Step::remote(
+        "unlock",
+        "Release the deploy lock",
+        s,
+        unlock_script(env, "<lock id>"),
+    ));
     p
 }
 
@@ -264,14 +377,26 @@ fn round(x: f64) -> f64 {
 }
 
 fn who() -> String {
-    let user = env_nonempty("GITHUB_ACTOR").or_else(|| env_nonempty("USER")).unwrap_or_else(|| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
-    let via = if env_nonempty("GITHUB_ACTIONS").is_some() { " (GitHub Actions)" } else { "" };
+    let user = env_nonempty("GITHUB_ACTOR")
+        .or_else(|| env_nonempty("USER"))
+        .unwrap_or_else(|| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let via = if env_nonempty("GITHUB_ACTIONS").is_some() {
+        " (GitHub Actions)"
+    } else {
+        ""
+    };
     format!("{user}@{host}{via}")
 }
 
 fn epoch() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn env_file(env: &Env, version: &str) -> Result<String> {
@@ -294,17 +419,24 @@ fn env_file(env: &Env, version: &str) -> Result<String> {
 
 /// The digest recorded in the annotated git tag, if the tag is here and records one.
 fn tag_digest(sh: &Shell, version: &str) -> Option<String> {
-    let body = sh.read(&["git", "tag", "-l", "--format=%(contents)", version]).ok()?;
-    body.lines().find_map(|l| l.strip_prefix("digest: ").map(|d| d.trim().to_string()))
+    let body = sh
+        .read(&["git", "tag", "-l", "--format=%(contents)", version])
+        .ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("digest: ").map(|d| d.trim().to_string()))
 }
 
 fn field<'o>(out: &'o str, key: &str) -> &'o str {
-    out.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap_or("").trim()
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or("")
+        .trim()
 }
 
 fn digest_in(repo_digests_json: &str, repo: &str) -> Option<String> {
     let list: Vec<String> = serde_json::from_str(repo_digests_json.trim()).ok()?;
-    list.iter().find_map(|d| d.strip_prefix(&format!("{repo}@")).map(|s| s.to_string()))
+    list.iter()
+        .find_map(|d| d.strip_prefix(&format!("{repo}@")).map(|s| s.to_string()))
 }
 
 /// The images to remove: keep the newest `keep` tags plus the running and last good ones.
@@ -315,7 +447,11 @@ pub fn prune_candidates(listing: &str, keep: usize, protect: &[&str]) -> Vec<Str
         .filter(|(t, _)| *t != "<none>" && version::is_valid(t))
         .collect();
     tags.sort_by(|a, b| b.1.cmp(a.1));
-    tags.iter().skip(keep).map(|(t, _)| t.to_string()).filter(|t| !protect.contains(&t.as_str())).collect()
+    tags.iter()
+        .skip(keep)
+        .map(|(t, _)| t.to_string())
+        .filter(|t| !protect.contains(&t.as_str()))
+        .collect()
 }
 
 struct Gate {
@@ -333,14 +469,17 @@ fn parse_gate(out: &str) -> Gate {
         } else if let Some(kv) = l.strip_prefix("env ") {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             match CONTRACT_ENV.iter().find(|(n, _)| *n == k) {
-                Some((_, want)) if *want != v => failed.push(format!("env {k}={v}, expected {want}")),
+                Some((_, want)) if *want != v => {
+                    failed.push(format!("env {k}={v}, expected {want}"))
+                }
                 _ => {}
             }
         } else if let Some(rest) = l.strip_prefix("forbidden ") {
             failed.push(format!("forbidden variable {rest} is set in the container"));
         }
     }
-    if !lines.iter().any(|l| l.starts_with("env ")) && !failed.iter().any(|f| f.starts_with("env")) {
+    if !lines.iter().any(|l| l.starts_with("env ")) && !failed.iter().any(|f| f.starts_with("env"))
+    {
         failed.push("env: the container's environment could not be read".into());
     }
     Gate { failed, lines }
@@ -358,14 +497,30 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn remote(&mut self, id: &'static str, title: &str, script: String) -> Result<crate::shell::Output> {
+    fn remote(
+        &mut self,
+        id: &'static str,
+        title: &str,
+        script: String,
+    ) -> Result<crate::shell::Output> {
         let step = Step::remote(id, title, &self.server.name, script);
         self.x.step(title, |x| x.run(&step))
     }
 
-    fn remote_in(&mut self, id: &'static str, title: &str, script: String, data: Vec<u8>, secret: bool) -> Result<crate::shell::Output> {
+    fn remote_in(
+        &mut self,
+        id: &'static str,
+        title: &str,
+        script: String,
+        data: Vec<u8>,
+        secret: bool,
+    ) -> Result<crate::shell::Output> {
         let step = Step::remote(id, title, &self.server.name, script);
-        let step = if secret { step.secret_stdin(data) } else { step.data_stdin(data) };
+        let step = if secret {
+            step.secret_stdin(data)
+        } else {
+            step.data_stdin(data)
+        };
         self.x.step(title, |x| x.run(&step))
     }
 
@@ -374,7 +529,13 @@ impl Run<'_> {
             "id": self.lock_id, "who": who(), "pid": std::process::id(), "version": version,
             "started": now_rfc3339(), "started_epoch": epoch(),
         });
-        let step = Step::remote("lock", "Take the deploy lock", &self.server.name, lock_script(self.env)).data_stdin(holder.to_string().into_bytes());
+        let step = Step::remote(
+            "lock",
+            "Take the deploy lock",
+            &self.server.name,
+            lock_script(self.env),
+        )
+        .data_stdin(holder.to_string().into_bytes());
         let ttl = self.env.cfg.lock_ttl_s;
         self.x.step("Take the deploy lock", |x| {
             let out = x.exec(&step)?;
@@ -399,7 +560,12 @@ impl Run<'_> {
 
     fn unlock(&mut self) {
         if self.locked {
-            let step = Step::remote("unlock", "Release the deploy lock", &self.server.name, unlock_script(self.env, &self.lock_id));
+            let step = Step::remote(
+                "unlock",
+                "Release the deploy lock",
+                &self.server.name,
+                unlock_script(self.env, &self.lock_id),
+            );
             let _ = self.x.step("Release the deploy lock", |x| x.run(&step));
             self.locked = false;
         }
@@ -407,27 +573,65 @@ impl Run<'_> {
 
     fn history(&mut self, record: serde_json::Value) -> Result<()> {
         let line = format!("{record}\n").into_bytes();
-        self.remote_in("history", "Append to .deploy/history.jsonl", history_script(self.env), line, false).map(|_| ())
+        self.remote_in(
+            "history",
+            "Append to .deploy/history.jsonl",
+            history_script(self.env),
+            line,
+            false,
+        )
+        .map(|_| ())
     }
 
     /// Upload the files and .env for `version`.
     fn upload(&mut self, version: &str) -> Result<()> {
-        let compose_file = std::fs::read(self.sh.path(COMPOSE_PATH)).context("reading the compose file")?;
-        let config_file = std::fs::read(self.sh.path(CONFIG_PATH)).context("reading deployment_config.json")?;
-        self.remote_in("upload-compose", "Upload docker-compose.server.yml", upload_script(self.env, "docker-compose.server.yml", "644"), compose_file, false)?;
-        self.remote_in("upload-config", "Upload deployment_config.json", upload_script(self.env, "deployment_config.json", "644"), config_file, false)?;
+        let compose_file =
+            std::fs::read(self.sh.path(COMPOSE_PATH)).context("reading the compose file")?;
+        let config_file =
+            std::fs::read(self.sh.path(CONFIG_PATH)).context("reading deployment_config.json")?;
+        self.remote_in(
+            "upload-compose",
+            "Upload docker-compose.server.yml",
+            upload_script(self.env, "docker-compose.server.yml", "644"),
+            compose_file,
+            false,
+        )?;
+        self.remote_in(
+            "upload-config",
+            "Upload deployment_config.json",
+            upload_script(self.env, "deployment_config.json", "644"),
+            config_file,
+            false,
+        )?;
         self.write_env(version)
     }
 
     fn write_env(&mut self, version: &str) -> Result<()> {
         let env_text = env_file(self.env, version)?;
-        self.remote_in("upload-env", "Upload .env (mode 0600)", upload_script(self.env, ".env", "600"), env_text.into_bytes(), true).map(|_| ())
+        self.remote_in(
+            "upload-env",
+            "Upload .env (mode 0600)",
+            upload_script(self.env, ".env", "600"),
+            env_text.into_bytes(),
+            true,
+        )
+        .map(|_| ())
     }
 
     fn pull(&mut self, image: &str, expect: &str) -> Result<()> {
         let login = self.creds.is_some();
-        let data = self.creds.as_ref().map(|c| format!("{}\n{}\n", c.user, c.token)).unwrap_or_default();
-        let out = self.remote_in("pull", &format!("Pull {image} (the old version keeps running)"), pull_script(self.env, image, login), data.into_bytes(), true)?;
+        let data = self
+            .creds
+            .as_ref()
+            .map(|c| format!("{}\n{}\n", c.user, c.token))
+            .unwrap_or_default();
+        let out = self.remote_in(
+            "pull",
+            &format!("Pull {image} (the old version keeps running)"),
+            pull_script(self.env, image, login),
+            data.into_bytes(),
+            true,
+        )?;
         let got = digest_in(&out.stdout, &self.env.repo()).unwrap_or_default();
         if got != expect {
             return Err(fail(format!("the server pulled {image} with digest {got}, but the registry serves {expect}: refusing to start it")));
@@ -437,10 +641,23 @@ impl Run<'_> {
     }
 
     fn start_and_gate(&mut self, version: &str, c: Compose) -> Result<Gate> {
-        self.remote("up", &format!("Start {version} ({})", c.describe()), up_script(self.env, c))?;
+        self.remote(
+            "up",
+            &format!("Start {version} ({})", c.describe()),
+            up_script(self.env, c),
+        )?;
         let script = gate_script(self.env, version, self.env.cfg.health_timeout_s);
-        let step = Step::remote("gate", "Health gate (contract §6.3)", &self.server.name, script).read_only();
-        let out = self.x.step(&format!("Health gate for {version} (contract §6.3)"), |x| x.exec(&step))?;
+        let step = Step::remote(
+            "gate",
+            "Health gate (contract §6.3)",
+            &self.server.name,
+            script,
+        )
+        .read_only();
+        let out = self.x.step(
+            &format!("Health gate for {version} (contract §6.3)"),
+            |x| x.exec(&step),
+        )?;
         let gate = parse_gate(&out.stdout);
         for l in &gate.lines {
             eprintln!("    {}", self.sh.mask(l));
@@ -449,7 +666,8 @@ impl Run<'_> {
     }
 
     fn container_logs(&mut self) -> String {
-        let step = Step::remote("logs", "Container logs", &self.server.name, logs_script()).read_only();
+        let step =
+            Step::remote("logs", "Container logs", &self.server.name, logs_script()).read_only();
         self.x.exec(&step).map(|o| o.stdout).unwrap_or_default()
     }
 }
@@ -467,16 +685,26 @@ fn print_fenced(sh: &Shell, title: &str, text: &str) {
 }
 
 fn step_summary(sh: &Shell, o: &Outcome) {
-    let Some(path) = env_nonempty("GITHUB_STEP_SUMMARY") else { return };
+    let Some(path) = env_nonempty("GITHUB_STEP_SUMMARY") else {
+        return;
+    };
     let mut md = format!(
         "## observer deploy: {} → {} on {}\n\n| | |\n|---|---|\n| outcome | **{}** (exit {}) |\n| digest | `{}` |\n| elapsed | {:.1}s |\n\n| step | seconds |\n|---|---|\n",
         o.version, o.env, o.server, o.outcome, o.exit_code, o.digest, o.elapsed_s
     );
     for s in &o.steps {
-        md.push_str(&format!("| {} | {:.1} |\n", s.step.replace('|', "/"), s.seconds));
+        md.push_str(&format!(
+            "| {} | {:.1} |\n",
+            s.step.replace('|', "/"),
+            s.seconds
+        ));
     }
     use std::io::Write;
-    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+    {
         let _ = f.write_all(sh.mask(&md).as_bytes());
     }
 }
@@ -488,26 +716,49 @@ impl Deploy {
                 sh.secret(&v);
             }
         }
-        let version = match self.tag.clone() {
-            Some(t) => t,
-            None => match (env_nonempty("GITHUB_REF"), env_nonempty("GITHUB_REF_NAME")) {
-                (Some(r), Some(n)) if r.starts_with("refs/tags/") => n,
-                _ => return Err(crate::shell::usage("no version: pass --tag vX.Y.Z (or run on a tag push in GitHub Actions)")),
-            },
-        };
+        let version =
+            match self.tag.clone() {
+                Some(t) => t,
+                None => match (env_nonempty("GITHUB_REF"), env_nonempty("GITHUB_REF_NAME")) {
+                    (Some(r), Some(n)) if r.starts_with("refs/tags/") => n,
+                    _ => return Err(crate::shell::usage(
+                        "no version: pass --tag vX.Y.Z (or run on a tag push in GitHub Actions)",
+                    )),
+                },
+            };
         version::validate(&version)?;
         let file = config::load(sh)?;
         let env = config::environment(sh, &file, &self.env)?;
-        deploy(sh, &env, &version, !self.no_rollback, self.dry_run, self.json, "deploy")
+        deploy(
+            sh,
+            &env,
+            &version,
+            !self.no_rollback,
+            self.dry_run,
+            self.json,
+            "deploy",
+        )
     }
 }
 
-pub fn deploy(sh: &Shell, env: &Env, version: &str, rollback: bool, dry_run: bool, json: bool, kind: &str) -> Result<()> {
+pub fn deploy(
+    sh: &Shell,
+    env: &Env,
+    version: &str,
+    rollback: bool,
+    dry_run: bool,
+    json: bool,
+    kind: &str,
+) -> Result<()> {
     let t0 = Instant::now();
     let creds = registry::credentials(sh, env);
     let image = env.image(version);
     if env.servers.len() != 1 {
-        bail!("this deploy drives one server per environment; {} has {}", env.name, env.servers.len());
+        bail!(
+            "this deploy drives one server per environment; {} has {}",
+            env.name,
+            env.servers.len()
+        );
     }
     let server = env.servers[0].clone();
     let mut x = Executor::new(sh, dry_run);
@@ -531,28 +782,80 @@ pub fn deploy(sh: &Shell, env: &Env, version: &str, rollback: bool, dry_run: boo
     // 2. One connection to the server.
     x.add_server(Session::new(env, &server)?);
     let probe = x.step(&format!("Connect to {} and probe it", server.name), |x| {
-        x.run(&Step::remote("probe", "Probe the server", &server.name, probe_script(env)).read_only())
+        x.run(
+            &Step::remote("probe", "Probe the server", &server.name, probe_script(env)).read_only(),
+        )
     })?;
-    let c = Compose::parse(field(&probe.stdout, "compose"))
-        .ok_or_else(|| fail(format!("neither `docker compose` nor `docker-compose` found on {}", server.name)))?;
-    let last_good = field(&probe.stdout, "last_good").split_whitespace().next().unwrap_or("").to_string();
+    let c = Compose::parse(field(&probe.stdout, "compose")).ok_or_else(|| {
+        fail(format!(
+            "neither `docker compose` nor `docker-compose` found on {}",
+            server.name
+        ))
+    })?;
+    let last_good = field(&probe.stdout, "last_good")
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string();
     let running = field(&probe.stdout, "running").to_string();
-    eprintln!("    compose: {}; running: {}; last good: {}", c.describe(), if running.is_empty() { "nothing" } else { &running }, if last_good.is_empty() { "none" } else { &last_good });
+    eprintln!(
+        "    compose: {}; running: {}; last good: {}",
+        c.describe(),
+        if running.is_empty() {
+            "nothing"
+        } else {
+            &running
+        },
+        if last_good.is_empty() {
+            "none"
+        } else {
+            &last_good
+        }
+    );
 
     if dry_run {
-        let p = plan(&Inputs { env, server: &server, version, compose: c, login: creds.is_some() });
+        let p = plan(&Inputs {
+            env,
+            server: &server,
+            version,
+            compose: c,
+            login: creds.is_some(),
+        });
         eprintln!("==> Plan (dry run: nothing below is run)");
         p.print(sh);
         return Ok(());
     }
 
-    let mut run = Run { sh, env, server: server.clone(), x, lock_id: crate::shell::random_hex(8)?, locked: false, creds };
-    let result = deploy_locked(&mut run, version, &digest, &last_good, &running, c, rollback, kind);
+    let mut run = Run {
+        sh,
+        env,
+        server: server.clone(),
+        x,
+        lock_id: crate::shell::random_hex(8)?,
+        locked: false,
+        creds,
+    };
+    let result = deploy_locked(
+        &mut run, version, &digest, &last_good, &running, c, rollback, kind,
+    );
     run.unlock();
-    let steps: Vec<StepTime> = run.x.timings.iter().map(|(s, t)| StepTime { step: s.clone(), seconds: round(*t) }).collect();
+    let steps: Vec<StepTime> = run
+        .x
+        .timings
+        .iter()
+        .map(|(s, t)| StepTime {
+            step: s.clone(),
+            seconds: round(*t),
+        })
+        .collect();
     let (outcome, code, rolled_back_to, err) = match result {
         Ok((o, code, to)) => (o, code, to, None),
-        Err(e) => ("failed".to_string(), crate::shell::code_of(&e), None, Some(e)),
+        Err(e) => (
+            "failed".to_string(),
+            crate::shell::code_of(&e),
+            None,
+            Some(e),
+        ),
     };
     let o = Outcome {
         env: env.name.clone(),
@@ -574,29 +877,55 @@ pub fn deploy(sh: &Shell, env: &Env, version: &str, rollback: bool, dry_run: boo
     }
     match code {
         0 => {
-            eprintln!("\n{kind} {version} to {}: healthy ({:.1}s)", server.name, o.elapsed_s);
+            eprintln!(
+                "\n{kind} {version} to {}: healthy ({:.1}s)",
+                server.name, o.elapsed_s
+            );
             Ok(())
         }
-        3 => Err(exit_code(format!("{version} failed its health gate; rolled back to {} which is healthy again", o.rolled_back_to.clone().unwrap_or_default()), 3)),
+        3 => Err(exit_code(
+            format!(
+                "{version} failed its health gate; rolled back to {} which is healthy again",
+                o.rolled_back_to.clone().unwrap_or_default()
+            ),
+            3,
+        )),
         c => Err(exit_code(format!("{version} failed ({})", o.outcome), c)),
     }
 }
 
 /// Returns (outcome, exit code, rolled back to).
 #[allow(clippy::too_many_arguments)]
-fn deploy_locked(run: &mut Run, version: &str, digest: &str, last_good: &str, running: &str, c: Compose, rollback: bool, kind: &str) -> Result<(String, u8, Option<String>)> {
+fn deploy_locked(
+    run: &mut Run,
+    version: &str,
+    digest: &str,
+    last_good: &str,
+    running: &str,
+    c: Compose,
+    rollback: bool,
+    kind: &str,
+) -> Result<(String, u8, Option<String>)> {
     let t0 = Instant::now();
     let image = run.env.image(version);
     run.lock(version)?;
     run.upload(version)?;
-    let dirs = run.remote("dirs", "Prepare config/ logs/ data/", prepare_dirs_script(run.env))?;
+    let dirs = run.remote(
+        "dirs",
+        "Prepare config/ logs/ data/",
+        prepare_dirs_script(run.env),
+    )?;
     run.x.step("Pre-deploy snapshot", |_| {
         eprintln!("    skipped: `cargo xtask snapshot` is not implemented yet");
         Ok(())
     })?;
     run.pull(&image, digest)?;
     if dirs.stdout.contains("needs-chown") {
-        run.remote("chown", "Give config/ logs/ data/ to the image's user", chown_with_image_script(run.env, &image))?;
+        run.remote(
+            "chown",
+            "Give config/ logs/ data/ to the image's user",
+            chown_with_image_script(run.env, &image),
+        )?;
     }
     // Anything above failed → the running service was never touched (exit 1).
     let gate = run.start_and_gate(version, c)?;
@@ -605,11 +934,24 @@ fn deploy_locked(run: &mut Run, version: &str, digest: &str, last_good: &str, ru
         "previous": running,
     });
     if gate.failed.is_empty() {
-        run.remote("record", "Record last_good_tag", record_script(run.env, version, digest))?;
+        run.remote(
+            "record",
+            "Record last_good_tag",
+            record_script(run.env, version, digest),
+        )?;
         let mut rec = base.clone();
         rec["outcome"] = "success".into();
         rec["duration_s"] = round(t0.elapsed().as_secs_f64()).into();
-        rec["steps"] = serde_json::to_value(run.x.timings.iter().map(|(s, t)| StepTime { step: s.clone(), seconds: round(*t) }).collect::<Vec<_>>())?;
+        rec["steps"] = serde_json::to_value(
+            run.x
+                .timings
+                .iter()
+                .map(|(s, t)| StepTime {
+                    step: s.clone(),
+                    seconds: round(*t),
+                })
+                .collect::<Vec<_>>(),
+        )?;
         run.history(rec)?;
         prune(run, version, last_good)?;
         return Ok(("success".into(), 0, None));
@@ -631,7 +973,11 @@ fn deploy_locked(run: &mut Run, version: &str, digest: &str, last_good: &str, ru
         return Ok(("failed (left running: --no-rollback)".into(), 1, None));
     }
     if last_good.is_empty() || last_good == version {
-        let _ = run.remote("down", "Stop the failed container (no last good version)", down_script(run.env, c));
+        let _ = run.remote(
+            "down",
+            "Stop the failed container (no last good version)",
+            down_script(run.env, c),
+        );
         eprintln!("no last good version to roll back to: the failed container is stopped; the service is DOWN");
         return Ok(("failed, nothing to roll back to".into(), 4, None));
     }
@@ -677,22 +1023,50 @@ fn prune(run: &mut Run, version: &str, last_good: &str) -> Result<()> {
         return Ok(());
     }
     let args: Vec<String> = doomed.iter().map(|t| q(&run.env.image(t))).collect();
-    run.remote("prune", &format!("Prune {} old image(s)", doomed.len()), format!("docker rmi {} >/dev/null 2>&1 || true", args.join(" ")))?;
+    run.remote(
+        "prune",
+        &format!("Prune {} old image(s)", doomed.len()),
+        format!("docker rmi {} >/dev/null 2>&1 || true", args.join(" ")),
+    )?;
     Ok(())
 }
 
 // ------------------------------------------------------------------------- rollback, status, lock
 
 fn connect<'a>(sh: &'a Shell, env: &Env) -> Result<(Executor<'a>, Server)> {
-    let server = env.servers.first().cloned().context("no server configured")?;
+    let server = env
+        .servers
+        .first()
+        .cloned()
+        .context("no server configured")?;
     let mut x = Executor::new(sh, false);
     x.add_server(Session::new(env, &server)?);
     Ok((x, server))
 }
 
-fn read_history(x: &mut Executor, server: &str, env: &Env, n: usize) -> Result<Vec<serde_json::Value>> {
-    let out = x.run(&Step::remote("history", "Read history", server, format!("tail -n {n} {}/history.jsonl 2>/dev/null; true", q(&deploy_dir(env)))).read_only())?;
-    Ok(out.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+fn read_history(
+    x: &mut Executor,
+    server: &str,
+    env: &Env,
+    n: usize,
+) -> Result<Vec<serde_json::Value>> {
+    let out = x.run(
+        &Step::remote(
+            "history",
+            "Read history",
+            server,
+            format!(
+                "tail -n {n} {}/history.jsonl 2>/dev/null; true",
+                q(&deploy_dir(env))
+            ),
+        )
+        .read_only(),
+    )?;
+    Ok(out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
 }
 
 impl Rollback {
@@ -706,8 +1080,14 @@ impl Rollback {
             }
             None => {
                 let (mut x, server) = connect(sh, &env)?;
-                let probe = x.run(&Step::remote("probe", "Probe", &server.name, probe_script(&env)).read_only())?;
-                let running = field(&probe.stdout, "running").rsplit(':').next().unwrap_or("").to_string();
+                let probe = x.run(
+                    &Step::remote("probe", "Probe", &server.name, probe_script(&env)).read_only(),
+                )?;
+                let running = field(&probe.stdout, "running")
+                    .rsplit(':')
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
                 let hist = read_history(&mut x, &server.name, &env, 1000)?;
                 hist.iter()
                     .rev()
@@ -749,14 +1129,43 @@ impl Status {
         if self.json {
             println!("{}", sh.mask(&serde_json::to_string_pretty(&v)?));
         } else {
-            println!("server     {} ({}@{}:{})", server.name, server.user, server.host, server.port);
-            println!("running    {} {}", if version.is_empty() { "nothing" } else { &version }, digest);
-            println!("container  {} (started {})", if state.is_empty() { "absent" } else { state }, field(&out.stdout, "started"));
-            println!("last good  {}", if last_good.is_empty() { "none" } else { last_good });
+            println!(
+                "server     {} ({}@{}:{})",
+                server.name, server.user, server.host, server.port
+            );
+            println!(
+                "running    {} {}",
+                if version.is_empty() {
+                    "nothing"
+                } else {
+                    &version
+                },
+                digest
+            );
+            println!(
+                "container  {} (started {})",
+                if state.is_empty() { "absent" } else { state },
+                field(&out.stdout, "started")
+            );
+            println!(
+                "last good  {}",
+                if last_good.is_empty() {
+                    "none"
+                } else {
+                    last_good
+                }
+            );
             println!("lock       {}", if lock.is_empty() { "free" } else { lock });
             println!("history (last 5):");
             for h in &hist {
-                println!("  {} {} {} {} by {}", h["when"].as_str().unwrap_or(""), h["kind"].as_str().unwrap_or(""), h["version"].as_str().unwrap_or(""), h["outcome"].as_str().unwrap_or(""), h["who"].as_str().unwrap_or(""));
+                println!(
+                    "  {} {} {} {} by {}",
+                    h["when"].as_str().unwrap_or(""),
+                    h["kind"].as_str().unwrap_or(""),
+                    h["version"].as_str().unwrap_or(""),
+                    h["outcome"].as_str().unwrap_or(""),
+                    h["who"].as_str().unwrap_or("")
+                );
             }
         }
         Ok(())
@@ -769,7 +1178,15 @@ impl Lock {
         let env = config::environment(sh, &file, &self.env)?;
         let (mut x, server) = connect(sh, &env)?;
         let d = q(&deploy_dir(&env));
-        let out = x.run(&Step::remote("lock-read", "Read the lock", &server.name, format!("cat {d}/lock/holder.json 2>/dev/null; true")).read_only())?;
+        let out = x.run(
+            &Step::remote(
+                "lock-read",
+                "Read the lock",
+                &server.name,
+                format!("cat {d}/lock/holder.json 2>/dev/null; true"),
+            )
+            .read_only(),
+        )?;
         let text = out.stdout.trim();
         if text.is_empty() {
             println!("lock: free");
@@ -790,9 +1207,16 @@ impl Lock {
             LockCmd::Status => Ok(()),
             LockCmd::Release { force } => {
                 if !force {
-                    return Err(fail("the lock is held; a deploy may be running: pass --force to break it"));
+                    return Err(fail(
+                        "the lock is held; a deploy may be running: pass --force to break it",
+                    ));
                 }
-                x.run(&Step::remote("lock-break", "Break the lock", &server.name, format!("rm -rf {d}/lock")))?;
+                x.run(&Step::remote(
+                    "lock-break",
+                    "Break the lock",
+                    &server.name,
+                    format!("rm -rf {d}/lock"),
+                ))?;
                 println!("lock: released (forced)");
                 Ok(())
             }
@@ -815,32 +1239,61 @@ pub fn remote_checks(sh: &Shell, env: &Env, r: &mut crate::check_env::Report) ->
         det = compose::DETECT_SCRIPT,
         plain = CONTRACT_ENV.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" ")
     );
-    let out = match x.run(&Step::remote("remote-check", "Remote checks", &server.name, script).read_only()) {
+    let out = match x
+        .run(&Step::remote("remote-check", "Remote checks", &server.name, script).read_only())
+    {
         Ok(o) => o,
         Err(e) => {
             r.fail("remote ssh", format!("{e:#}"));
             return Ok(());
         }
     };
-    r.ok("remote ssh", format!("{}@{}:{} (pinned host key)", server.user, server.host, server.port));
+    r.ok(
+        "remote ssh",
+        format!(
+            "{}@{}:{} (pinned host key)",
+            server.user, server.host, server.port
+        ),
+    );
     let o = &out.stdout;
     match Compose::parse(field(o, "compose")) {
         Some(c) => r.ok("remote compose", c.describe()),
-        None => r.fail("remote compose", "neither docker compose nor docker-compose on the server"),
+        None => r.fail(
+            "remote compose",
+            "neither docker compose nor docker-compose on the server",
+        ),
     }
     match field(o, "docker") {
-        "" => r.fail("remote docker", "the docker daemon does not answer on the server"),
+        "" => r.fail(
+            "remote docker",
+            "the docker daemon does not answer on the server",
+        ),
         v => r.ok("remote docker", format!("engine {v}")),
     }
     match (field(o, "dir"), field(o, "writable")) {
-        ("", _) => r.warn("remote dir", format!("{} does not exist yet (the first deploy creates it)", env.remote_dir)),
+        ("", _) => r.warn(
+            "remote dir",
+            format!(
+                "{} does not exist yet (the first deploy creates it)",
+                env.remote_dir
+            ),
+        ),
         (d, "yes") => r.ok("remote dir", format!("{} ({d})", env.remote_dir)),
-        (d, _) => r.fail("remote dir", format!("{} is not writable by {} ({d})", env.remote_dir, server.user)),
+        (d, _) => r.fail(
+            "remote dir",
+            format!(
+                "{} is not writable by {} ({d})",
+                env.remote_dir, server.user
+            ),
+        ),
     }
     match field(o, "envmode") {
         "" => r.warn("remote .env", "absent (the first deploy writes it)"),
         "600" => r.ok("remote .env", "mode 0600"),
-        m => r.fail("remote .env", format!("mode {m}: must be 0600 (it holds secrets)")),
+        m => r.fail(
+            "remote .env",
+            format!("mode {m}: must be 0600 (it holds secrets)"),
+        ),
     }
     let disk: u64 = field(o, "disk").parse().unwrap_or(0);
     if disk < 1024 * 1024 {
@@ -848,14 +1301,21 @@ pub fn remote_checks(sh: &Shell, env: &Env, r: &mut crate::check_env::Report) ->
     } else {
         r.ok("remote disk", format!("{} MiB free", disk / 1024));
     }
-    let cenv: Vec<&str> = o.lines().filter(|l| l.starts_with("cenv ") || l.starts_with("csecret ")).collect();
+    let cenv: Vec<&str> = o
+        .lines()
+        .filter(|l| l.starts_with("cenv ") || l.starts_with("csecret "))
+        .collect();
     if cenv.is_empty() {
         r.warn("container env", format!("{CONTAINER} is not running"));
     }
     for l in cenv {
         if let Some(kv) = l.strip_prefix("cenv ") {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            let want = CONTRACT_ENV.iter().find(|(n, _)| *n == k).map(|(_, w)| *w).unwrap_or("");
+            let want = CONTRACT_ENV
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, w)| *w)
+                .unwrap_or("");
             if v == want {
                 r.ok(format!("container {k}"), v);
             } else {
@@ -874,7 +1334,12 @@ mod tests {
     use super::*;
 
     fn env() -> Env {
-        let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(CONFIG_PATH)).unwrap();
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(CONFIG_PATH),
+        )
+        .unwrap();
         let cfg = config::parse(&text, "x").unwrap().environments["sandbox"].clone();
         Env {
             name: "sandbox".into(),
@@ -892,18 +1357,44 @@ mod tests {
     #[test]
     fn deploy_plan_order_pulls_before_start() {
         let e = env();
-        let p = plan(&Inputs { env: &e, server: &e.servers[0], version: "v1.2.3", compose: Compose::V1, login: true });
+        let p = plan(&Inputs {
+            env: &e,
+            server: &e.servers[0],
+            version: "v1.2.3",
+            compose: Compose::V1,
+            login: true,
+        });
         assert_eq!(
             p.ids(),
-            ["verify", "probe", "lock", "upload-compose", "upload-config", "upload-env", "dirs", "pull", "up", "gate", "record", "history", "prune", "unlock"]
+            [
+                "verify",
+                "probe",
+                "lock",
+                "upload-compose",
+                "upload-config",
+                "upload-env",
+                "dirs",
+                "pull",
+                "up",
+                "gate",
+                "record",
+                "history",
+                "prune",
+                "unlock"
+            ]
         );
         let ids = p.ids();
         let pos = |id| ids.iter().position(|x| *x == id).unwrap();
         assert!(pos("lock") < pos("upload-env") && pos("pull") < pos("up"));
         assert!(p.get("up").unwrap().argv()[0].contains("docker-compose --compatibility"));
-        assert!(matches!(p.get("upload-env").unwrap().input, crate::plan::Input::Secret(_)));
+        assert!(matches!(
+            p.get("upload-env").unwrap().input,
+            crate::plan::Input::Secret(_)
+        ));
         assert!(p.get("pull").unwrap().argv()[0].contains("--password-stdin"));
-        assert!(p.steps[1..].iter().all(|s| s.host == crate::plan::Host::Server("sandbox-vm".into())));
+        assert!(p.steps[1..]
+            .iter()
+            .all(|s| s.host == crate::plan::Host::Server("sandbox-vm".into())));
         // The remote dir has a space: every use is quoted.
         assert!(p.get("up").unwrap().argv()[0].starts_with("cd '/srv/observer dir' && "));
     }
@@ -912,16 +1403,25 @@ mod tests {
     fn gate_parsing() {
         let out = "ok health container healthy\nok http /health answered 200\nenv QTS_OBSERVER_STANDALONE=1\nenv PYTHONPATH=/app/src:/app\nenv OBSERVER_DATA_DIR=/app/data/observer\nenv OBSERVER_LOG_DIR=/wrong\nsecret KIS_API_KEY=set\n";
         let g = parse_gate(out);
-        assert_eq!(g.failed, vec!["env OBSERVER_LOG_DIR=/wrong, expected /app/logs".to_string()]);
+        assert_eq!(
+            g.failed,
+            vec!["env OBSERVER_LOG_DIR=/wrong, expected /app/logs".to_string()]
+        );
         let g = parse_gate("fail health container unhealthy after 9s\n");
         assert!(g.failed[0].contains("unhealthy"));
-        assert!(g.failed.iter().any(|f| f.contains("environment could not be read")));
+        assert!(g
+            .failed
+            .iter()
+            .any(|f| f.contains("environment could not be read")));
     }
 
     #[test]
     fn pruning_keeps_newest_running_and_last_good() {
         let listing = "v1.0.0 2026-01-01 00:00:00\nv1.1.0 2026-02-01 00:00:00\nv1.2.0 2026-03-01 00:00:00\nv1.3.0 2026-04-01 00:00:00\n<none> 2026-05-01\nlatest 2026-05-01\n";
-        assert_eq!(prune_candidates(listing, 2, &["v1.3.0", "v1.0.0"]), vec!["v1.1.0".to_string()]);
+        assert_eq!(
+            prune_candidates(listing, 2, &["v1.3.0", "v1.0.0"]),
+            vec!["v1.1.0".to_string()]
+        );
         assert!(prune_candidates(listing, 10, &[]).is_empty());
     }
 

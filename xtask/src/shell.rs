@@ -135,7 +135,6 @@ impl Shell {
             .map(|s| s.success())
             .unwrap_or(false)
     }
-
 }
 
 pub struct Output {

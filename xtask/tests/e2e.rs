@@ -269,7 +269,11 @@ fn world(c: &Clone) -> String {
 
 fn version() -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    format!("v0.{}.{}", unique(), N.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+    format!(
+        "v0.{}.{}",
+        unique(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    )
 }
 
 #[test]
@@ -501,7 +505,10 @@ fn server_dir() -> std::path::PathBuf {
 }
 
 fn accepted() -> usize {
-    std::fs::read_to_string(sandbox_dir().join("ssh/sshd.log")).unwrap_or_default().matches("Accepted publickey").count()
+    std::fs::read_to_string(sandbox_dir().join("ssh/sshd.log"))
+        .unwrap_or_default()
+        .matches("Accepted publickey")
+        .count()
 }
 
 fn last_good() -> String {
@@ -509,7 +516,8 @@ fn last_good() -> String {
 }
 
 fn archive_lines() -> Vec<String> {
-    let text = std::fs::read_to_string(server_dir().join("config/observer/observer.jsonl")).unwrap_or_default();
+    let text = std::fs::read_to_string(server_dir().join("config/observer/observer.jsonl"))
+        .unwrap_or_default();
     text.lines().map(|s| s.to_string()).collect()
 }
 
@@ -525,12 +533,22 @@ fn deploy_v1_v2_broken_rolls_back() {
         let r = c.xtask(&["release", v, "--env", "sandbox"]);
         assert_eq!(r.code, 0, "{}", r.all());
     }
-    let deploy = |v: &str| xtask(&c.dir, &["deploy", "--env", "sandbox", "--tag", v, "--json"], &[("KIS_API_KEY", &secret)]);
+    let deploy = |v: &str| {
+        xtask(
+            &c.dir,
+            &["deploy", "--env", "sandbox", "--tag", v, "--json"],
+            &[("KIS_API_KEY", &secret)],
+        )
+    };
 
     let before = accepted();
     let r = deploy(&v1);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert_eq!(accepted() - before, 1, "a deploy must open exactly one SSH connection");
+    assert_eq!(
+        accepted() - before,
+        1,
+        "a deploy must open exactly one SSH connection"
+    );
     let st = c.xtask(&["status", "--env", "sandbox", "--json"]);
     assert_eq!(st.code, 0, "{}", st.all());
     let s: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
@@ -539,8 +557,15 @@ fn deploy_v1_v2_broken_rolls_back() {
 
     let r = deploy(&v2);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(last_good().starts_with(&format!("{v2} sha256:")), "{}", last_good());
-    let env_mode = sh(&format!("stat -c %a '{}'", server_dir().join(".env").display()));
+    assert!(
+        last_good().starts_with(&format!("{v2} sha256:")),
+        "{}",
+        last_good()
+    );
+    let env_mode = sh(&format!(
+        "stat -c %a '{}'",
+        server_dir().join(".env").display()
+    ));
     assert_eq!(env_mode.stdout.trim(), "600");
     let lines_before = archive_lines().len();
     assert!(lines_before > 0);
@@ -549,7 +574,9 @@ fn deploy_v1_v2_broken_rolls_back() {
     c.git("checkout -q main");
     std::fs::write(
         c.dir.join("app/src/observer/service.py"),
-        std::fs::read_to_string(c.dir.join("app/src/observer/service.py")).unwrap().replace("return 200, body", "return 503, body"),
+        std::fs::read_to_string(c.dir.join("app/src/observer/service.py"))
+            .unwrap()
+            .replace("return 200, body", "return 503, body"),
     )
     .unwrap();
     c.git("commit -q -am broken");
@@ -562,30 +589,44 @@ fn deploy_v1_v2_broken_rolls_back() {
     assert!(r.stderr.contains("last 50 lines of the container log"));
     let st = c.xtask(&["status", "--env", "sandbox", "--json"]);
     let s: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
-    assert_eq!(s["version"], v2.as_str(), "the last good version must be running again");
+    assert_eq!(
+        s["version"],
+        v2.as_str(),
+        "the last good version must be running again"
+    );
     assert!(s["state"].as_str().unwrap().contains("healthy"));
     assert!(last_good().starts_with(&v2));
     let hist = std::fs::read_to_string(server_dir().join(".deploy/history.jsonl")).unwrap();
-    let recs: Vec<serde_json::Value> = hist.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let recs: Vec<serde_json::Value> = hist
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let n = recs.len();
     assert_eq!(recs[n - 2]["version"], bad.as_str());
     assert_eq!(recs[n - 2]["outcome"], "failed");
     assert_eq!(recs[n - 1]["kind"], "rollback");
     assert_eq!(recs[n - 1]["version"], v2.as_str());
     assert_eq!(recs[n - 1]["outcome"], "success");
-    assert!(recs.iter().any(|r| r["version"] == v1.as_str() && r["outcome"] == "success"));
+    assert!(recs
+        .iter()
+        .any(|r| r["version"] == v1.as_str() && r["outcome"] == "success"));
     // The archive lost nothing: it only grew, and every line parses.
     let after = archive_lines();
     assert!(after.len() >= lines_before);
     for l in &after {
-        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("corrupt archive line {l:?}: {e}"));
+        serde_json::from_str::<serde_json::Value>(l)
+            .unwrap_or_else(|e| panic!("corrupt archive line {l:?}: {e}"));
     }
     // The secret reached the container but no output.
     let logs = sh("docker logs qts-observer 2>&1");
     assert!(!logs.stdout.contains(&secret));
     let remote = c.xtask(&["check-env", "--env", "sandbox", "--remote"]);
     assert_eq!(remote.code, 0, "{}", remote.all());
-    assert!(remote.stdout.contains("container KIS_API_KEY"), "{}", remote.stdout);
+    assert!(
+        remote.stdout.contains("container KIS_API_KEY"),
+        "{}",
+        remote.stdout
+    );
     assert_no_secret(&[&secret, &token()]);
 }
 
@@ -600,7 +641,14 @@ fn deploy_refusals_touch_nothing() {
     let good = last_good();
     let conns = accepted();
     // Hostile tags: exit 2, no connection made.
-    for t in ["$(id)", "v1.2.3;reboot", "v1.2.3`id`", "latest", "v1.2.3 x", ""] {
+    for t in [
+        "$(id)",
+        "v1.2.3;reboot",
+        "v1.2.3`id`",
+        "latest",
+        "v1.2.3 x",
+        "",
+    ] {
         let r = c.xtask(&["deploy", "--env", "sandbox", "--tag", t]);
         assert_eq!(r.code, 2, "{t:?}: {}", r.all());
     }
@@ -612,15 +660,34 @@ fn deploy_refusals_touch_nothing() {
     // A wrong SSH key.
     let tmp = std::env::temp_dir().join(format!("keys-{}", unique()));
     std::fs::create_dir_all(&tmp).unwrap();
-    sh(&format!("ssh-keygen -q -t ed25519 -N '' -f '{}/k'", tmp.display()));
+    sh(&format!(
+        "ssh-keygen -q -t ed25519 -N '' -f '{}/k'",
+        tmp.display()
+    ));
     let key = std::fs::read_to_string(tmp.join("k")).unwrap();
-    let r = xtask(&c.dir, &["deploy", "--env", "sandbox", "--tag", &v], &[("DEPLOY_SSH_KEY", &key)]);
+    let r = xtask(
+        &c.dir,
+        &["deploy", "--env", "sandbox", "--tag", &v],
+        &[("DEPLOY_SSH_KEY", &key)],
+    );
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("authentication failed"), "{}", r.stderr);
     // A changed host key.
     let pubkey = std::fs::read_to_string(tmp.join("k.pub")).unwrap();
-    let kh = format!("[127.0.0.1]:{} {}", state()["ssh_port"], pubkey.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
-    let r = xtask(&c.dir, &["deploy", "--env", "sandbox", "--tag", &v], &[("DEPLOY_KNOWN_HOSTS", &kh)]);
+    let kh = format!(
+        "[127.0.0.1]:{} {}",
+        state()["ssh_port"],
+        pubkey
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let r = xtask(
+        &c.dir,
+        &["deploy", "--env", "sandbox", "--tag", &v],
+        &[("DEPLOY_KNOWN_HOSTS", &kh)],
+    );
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("host key"), "{}", r.stderr);
     assert_eq!(last_good(), good, "nothing may change on the server");
@@ -648,7 +715,11 @@ fn deploy_lock_held_then_stale_then_forced() {
     assert_eq!(last_good(), good);
     assert!(lock.exists(), "someone else's lock must not be removed");
     let st = c.xtask(&["lock", "status", "--env", "sandbox"]);
-    assert!(st.stdout.contains("alice@laptop") && st.stdout.contains("STALE"), "{}", st.all());
+    assert!(
+        st.stdout.contains("alice@laptop") && st.stdout.contains("STALE"),
+        "{}",
+        st.all()
+    );
     let r = c.xtask(&["lock", "release", "--env", "sandbox"]);
     assert_eq!(r.code, 1, "without --force the lock stays: {}", r.all());
     let r = c.xtask(&["lock", "release", "--env", "sandbox", "--force"]);
