@@ -5,6 +5,7 @@ mod check_env;
 mod ci;
 mod compose;
 mod config;
+mod demo;
 mod deploy;
 mod plan;
 mod registry;
@@ -48,6 +49,8 @@ enum Cmd {
     Status(deploy::Status),
     /// Inspect or break the server's deploy lock.
     Lock(deploy::Lock),
+    /// See it work: sandbox up, release two demo versions, deploy both, print status.
+    Demo,
     /// Run every test and linter (the command README.md and .ci/run use).
     Ci(ci::Ci),
 }
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Cmd::Sandbox(c) => c.run(&sh),
         Cmd::CheckEnv(c) => c.run(&sh),
         Cmd::Ci(c) => c.run(&sh),
+        Cmd::Demo => demo::run(&sh),
         Cmd::Release(c) => c.run(&sh),
         Cmd::Deploy(c) => c.run(&sh),
         Cmd::Rollback(c) => c.run(&sh),

@@ -567,6 +567,14 @@ fn deploy_v1_v2_broken_rolls_back() {
         server_dir().join(".env").display()
     ));
     assert_eq!(env_mode.stdout.trim(), "600");
+    // Contract §8.2 and §2.3 on the running container.
+    let who = sh("docker exec qts-observer id -un");
+    assert_eq!(who.stdout.trim(), "qts");
+    let limits = sh("docker inspect -f '{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.MemoryReservation}} {{.HostConfig.RestartPolicy.Name}}' qts-observer");
+    assert_eq!(
+        limits.stdout.trim(),
+        "1000000000 536870912 268435456 unless-stopped"
+    );
     let lines_before = archive_lines().len();
     assert!(lines_before > 0);
 

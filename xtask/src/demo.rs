@@ -1,0 +1,43 @@
+//! `cargo xtask demo`: the whole flow on the sandbox, on a fresh machine, in one command.
+//! Each stage runs this same binary, exactly as a person would type it.
+
+use crate::shell::{fail, is_root, Shell};
+use anyhow::{Context, Result};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub fn run(sh: &Shell) -> Result<()> {
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let v1 = format!("v0.1.0-demo.{stamp}");
+    let v2 = format!("v0.2.0-demo.{stamp}");
+    let mut up = vec!["sandbox", "up"];
+    if is_root() {
+        up.push("--install");
+    }
+    let stages: Vec<Vec<&str>> = vec![
+        up,
+        vec!["check-env", "--env", "sandbox"],
+        vec!["release", &v1, "--env", "sandbox"],
+        vec!["deploy", "--env", "sandbox", "--tag", &v1],
+        vec!["release", &v2, "--env", "sandbox"],
+        vec!["deploy", "--env", "sandbox", "--tag", &v2],
+        vec!["status", "--env", "sandbox"],
+    ];
+    for args in stages {
+        eprintln!("\n######## cargo xtask {}", args.join(" "));
+        let status = sh.cmd(&exe.display().to_string()).args(&args).status()?;
+        if !status.success() {
+            return Err(fail(format!(
+                "demo stopped: `cargo xtask {}` failed",
+                args.join(" ")
+            )));
+        }
+    }
+    eprintln!(
+        "\ndemo: {v1} then {v2} deployed to the sandbox; `cargo xtask sandbox down` stops it"
+    );
+    Ok(())
+}
