@@ -331,6 +331,29 @@ fn resolve(sh: &Shell, name: &str, cfg: EnvConfig) -> Result<Env> {
     Ok(env)
 }
 
+/// A resolved sandbox environment with fixed addresses, for unit tests of plans.
+#[cfg(test)]
+pub fn test_env(remote_dir: &str, git_remote: &str) -> Env {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(CONFIG_PATH),
+    )
+    .unwrap();
+    let cfg = parse(&text, "x").unwrap().environments["sandbox"].clone();
+    Env {
+        name: "sandbox".into(),
+        registry: "127.0.0.1:5000".into(),
+        servers: cfg.servers.clone(),
+        remote_dir: remote_dir.into(),
+        backups_dir: "/srv/backups".into(),
+        known_hosts: "/kh".into(),
+        git_remote: git_remote.into(),
+        identity: None,
+        cfg,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1334,24 +1334,7 @@ mod tests {
     use super::*;
 
     fn env() -> Env {
-        let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join(CONFIG_PATH),
-        )
-        .unwrap();
-        let cfg = config::parse(&text, "x").unwrap().environments["sandbox"].clone();
-        Env {
-            name: "sandbox".into(),
-            registry: "127.0.0.1:5000".into(),
-            servers: cfg.servers.clone(),
-            remote_dir: "/srv/observer dir".into(),
-            backups_dir: "/srv/backups".into(),
-            known_hosts: "/kh".into(),
-            git_remote: "/tmp/r.git".into(),
-            identity: None,
-            cfg,
-        }
+        config::test_env("/srv/observer dir", "/tmp/r.git")
     }
 
     #[test]

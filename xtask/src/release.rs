@@ -443,27 +443,10 @@ fn verify_pushed(sh: &Shell, env: &Env, version: &str, repo_digests_json: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse, Env, CONFIG_PATH};
+    use crate::config::{self, Env};
 
     fn env() -> Env {
-        let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join(CONFIG_PATH),
-        )
-        .unwrap();
-        let cfg = parse(&text, "x").unwrap().environments["sandbox"].clone();
-        Env {
-            name: "sandbox".into(),
-            registry: "127.0.0.1:5000".into(),
-            servers: cfg.servers.clone(),
-            remote_dir: "/srv/observer".into(),
-            backups_dir: "/srv/backups".into(),
-            known_hosts: "/kh".into(),
-            git_remote: "/tmp/remote.git".into(),
-            identity: None,
-            cfg,
-        }
+        config::test_env("/srv/observer", "/tmp/remote.git")
     }
 
     const HEAD: &str = "0123456789abcdef0123456789abcdef01234567";
