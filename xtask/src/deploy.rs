@@ -224,130 +224,209 @@ pub fn images_script(env: &Env) -> String {
 
 // ----------------------------------------------------------------------------------- the plan
 
-pub struct Inputs<'a> {
+/// Builds every step of a deploy on one server: the ONE place where a step's id, title, host,
+/// script and stdin are decided. The plan (for `--dry-run` and unit tests) and the run (including
+/// the rollback) both take their steps from here.
+pub struct Steps<'a> {
     pub env: &'a Env,
-    pub server: &'a Server,
-    pub version: &'a str,
-    pub compose: Compose,
-    pub login: bool,
+    pub server: String,
+}
+
+impl Steps<'_> {
+    fn remote(&self, id: &'static str, title: impl Into<String>, script: String) -> Step {
+        Step::remote(id, title, &self.server, script)
+    }
+    pub fn verify(&self, version: &str) -> Step {
+        let env = self.env;
+        let url = format!(
+            "{}/v2/{}/manifests/{version}",
+            env.registry_url(),
+            env.repo_path()
+        );
+        Step::local(
+            "verify",
+            format!("Verify {} in the registry", env.image(version)),
+            &["curl", "-I", &url],
+        )
+        .read_only()
+    }
+    pub fn probe(&self) -> Step {
+        self.remote(
+            "probe",
+            format!("Connect to {} and probe it", self.server),
+            probe_script(self.env),
+        )
+        .read_only()
+    }
+    pub fn lock(&self, holder: &serde_json::Value) -> Step {
+        self.remote("lock", "Take the deploy lock", lock_script(self.env))
+            .data_stdin(holder.to_string().into_bytes())
+    }
+    pub fn upload(&self, id: &'static str, name: &str, data: Vec<u8>) -> Step {
+        self.remote(
+            id,
+            format!("Upload {name}"),
+            upload_script(self.env, name, "644"),
+        )
+        .data_stdin(data)
+    }
+    pub fn upload_env(&self, env_text: String) -> Step {
+        self.remote(
+            "upload-env",
+            "Upload .env (mode 0600)",
+            upload_script(self.env, ".env", "600"),
+        )
+        .secret_stdin(env_text.into_bytes())
+    }
+    pub fn dirs(&self) -> Step {
+        self.remote(
+            "dirs",
+            "Prepare config/ logs/ data/",
+            prepare_dirs_script(self.env),
+        )
+    }
+    pub fn pull(&self, version: &str, creds: Option<&registry::Creds>) -> Step {
+        let image = self.env.image(version);
+        let data = creds
+            .map(|c| format!("{}\n{}\n", c.user, c.token))
+            .unwrap_or_default();
+        self.remote(
+            "pull",
+            format!("Pull {image} (the old version keeps running)"),
+            pull_script(self.env, &image, creds.is_some()),
+        )
+        .secret_stdin(data.into_bytes())
+    }
+    pub fn chown(&self, version: &str) -> Step {
+        self.remote(
+            "chown",
+            "Give config/ logs/ data/ to the image's user",
+            chown_with_image_script(self.env, &self.env.image(version)),
+        )
+    }
+    pub fn up(&self, version: &str, c: Compose) -> Step {
+        self.remote(
+            "up",
+            format!("Start {version} ({})", c.describe()),
+            up_script(self.env, c),
+        )
+    }
+    pub fn gate(&self, version: &str) -> Step {
+        self.remote(
+            "gate",
+            format!("Health gate for {version} (contract §6.3)"),
+            gate_script(self.env, version, self.env.cfg.health_timeout_s),
+        )
+        .read_only()
+    }
+    pub fn logs(&self) -> Step {
+        self.remote("logs", "Container logs", logs_script())
+            .read_only()
+    }
+    pub fn down(&self, c: Compose) -> Step {
+        self.remote(
+            "down",
+            "Stop the failed container (no last good version)",
+            down_script(self.env, c),
+        )
+    }
+    pub fn record(&self, version: &str, digest: &str) -> Step {
+        self.remote(
+            "record",
+            "Record last_good_tag",
+            record_script(self.env, version, digest),
+        )
+    }
+    pub fn history(&self, record: &serde_json::Value) -> Step {
+        self.remote(
+            "history",
+            "Append to .deploy/history.jsonl",
+            history_script(self.env),
+        )
+        .data_stdin(format!("{record}\n").into_bytes())
+    }
+    pub fn images(&self) -> Step {
+        self.remote("prune", "List images for pruning", images_script(self.env))
+            .read_only()
+    }
+    pub fn prune(&self, tags: &[String]) -> Step {
+        let args: Vec<String> = tags.iter().map(|t| q(&self.env.image(t))).collect();
+        self.remote(
+            "prune-rm",
+            format!("Prune {} old image(s)", tags.len()),
+            format!("docker rmi {} >/dev/null 2>&1 || true", args.join(" ")),
+        )
+    }
+    pub fn unlock(&self, lock_id: &str) -> Step {
+        self.remote(
+            "unlock",
+            "Release the deploy lock",
+            unlock_script(self.env, lock_id),
+        )
+    }
+}
+
+/// What a deploy uploads and feeds on stdin, read before anything runs.
+pub struct Payload {
+    pub compose: Vec<u8>,
+    pub config: Vec<u8>,
+    pub env_text: String,
+    pub holder: serde_json::Value,
+    pub lock_id: String,
+}
+
+impl Payload {
+    pub fn read(sh: &Shell, env: &Env, version: &str) -> Result<Payload> {
+        let lock_id = crate::shell::random_hex(8)?;
+        Ok(Payload {
+            compose: std::fs::read(sh.path(COMPOSE_PATH)).context("reading the compose file")?,
+            config: std::fs::read(sh.path(CONFIG_PATH))
+                .context("reading deployment_config.json")?,
+            env_text: env_file(env, version)?,
+            holder: serde_json::json!({
+                "id": lock_id, "who": who(), "pid": std::process::id(), "version": version,
+                "started": now_rfc3339(), "started_epoch": epoch(),
+            }),
+            lock_id,
+        })
+    }
 }
 
 /// The happy path of a deploy on one server, in order.
-pub fn plan(i: &Inputs) -> Plan {
-    let env = i.env;
-    let s = &i.server.name;
-    let image = env.image(i.version);
+pub fn plan(
+    st: &Steps,
+    version: &str,
+    c: Compose,
+    creds: Option<&registry::Creds>,
+    pay: &Payload,
+) -> Plan {
     let mut p = Plan::default();
-    p.push(
-        Step::local(
-            "verify",
-            format!("Verify {image} in the registry"),
-            &[
-                "curl",
-                "-I",
-                &format!(
-                    "{}/v2/{}/manifests/{}",
-                    env.registry_url(),
-                    env.repo_path(),
-                    i.version
-                ),
-            ],
-        )
-        .read_only(),
-    );
-    p.push(Step::remote(
-        "probe",
-        "Probe the server",
-        s,
-        probe_script(env),
-    ));
-    p.push(
-        Step::remote("lock", "Take the deploy lock", s, lock_script(env)).data_stdin(Vec::new()),
-    );
-    p.push(
-        Step::remote(
+    for step in [
+        st.verify(version),
+        st.probe(),
+        st.lock(&pay.holder),
+        st.upload(
             "upload-compose",
-            "Upload docker-compose.server.yml",
-            s,
-            upload_script(env, "docker-compose.server.yml", "644"),
-        )
-        .data_stdin(Vec::new()),
-    );
-    p.push(
-        Step::remote(
+            "docker-compose.server.yml",
+            pay.compose.clone(),
+        ),
+        st.upload(
             "upload-config",
-            "Upload deployment_config.json",
-            s,
-            upload_script(env, "deployment_config.json", "644"),
-        )
-        .data_stdin(Vec::new()),
-    );
-    p.push(
-        Step::remote(
-            "upload-env",
-            "Upload .env (mode 0600)",
-            s,
-            upload_script(env, ".env", "600"),
-        )
-        .secret_stdin(Vec::new()),
-    );
-    p.push(Step::remote(
-        "dirs",
-        "Prepare config/ logs/ data/",
-        s,
-        prepare_dirs_script(env),
-    ));
-    p.push(
-        Step::remote(
-            "pull",
-            format!("Pull {image} (the old version keeps running)"),
-            s,
-            pull_script(env, &image, i.login),
-        )
-        .secret_stdin(Vec::new()),
-    );
-    p.push(Step::remote(
-        "up",
-        format!("Start {image} ({})", i.compose.describe()),
-        s,
-        up_script(env, i.compose),
-    ));
-    p.push(
-        Step::remote(
-            "gate",
-            "Health gate (contract §6.3)",
-            s,
-            gate_script(env, i.version, env.cfg.health_timeout_s),
-        )
-        .read_only(),
-    );
-    p.push(Step::remote(
-        "record",
-        "Record last_good_tag",
-        s,
-        record_script(env, i.version, "<digest>"),
-    ));
-    p.push(
-        Step::remote(
-            "history",
-            "Append to .deploy/history.jsonl",
-            s,
-            history_script(env),
-        )
-        .data_stdin(Vec::new()),
-    );
-    p.push(Step::remote(
-        "prune",
-        format!("Prune old images (keep {})", env.cfg.keep_images),
-        s,
-        images_script(env),
-    ));
-    p.push(Step::remote(
-        "unlock",
-        "Release the deploy lock",
-        s,
-        unlock_script(env, "<lock id>"),
-    ));
+            "deployment_config.json",
+            pay.config.clone(),
+        ),
+        st.upload_env(pay.env_text.clone()),
+        st.dirs(),
+        st.pull(version, creds),
+        st.up(version, c),
+        st.gate(version),
+        st.record(version, "<digest>"),
+        st.history(&serde_json::json!({"version": version})),
+        st.images(),
+        st.unlock(&pay.lock_id),
+    ] {
+        p.push(step);
+    }
     p
 }
 
@@ -489,55 +568,22 @@ fn parse_gate(out: &str) -> Gate {
 struct Run<'a> {
     sh: &'a Shell,
     env: &'a Env,
-    server: Server,
+    st: Steps<'a>,
     x: Executor<'a>,
-    lock_id: String,
+    pay: Payload,
     locked: bool,
     creds: Option<registry::Creds>,
 }
 
 impl Run<'_> {
-    fn remote(
-        &mut self,
-        id: &'static str,
-        title: &str,
-        script: String,
-    ) -> Result<crate::shell::Output> {
-        let step = Step::remote(id, title, &self.server.name, script);
-        self.x.step(title, |x| x.run(&step))
+    fn run(&mut self, step: Step) -> Result<crate::shell::Output> {
+        self.x.run_step(&step)
     }
 
-    fn remote_in(
-        &mut self,
-        id: &'static str,
-        title: &str,
-        script: String,
-        data: Vec<u8>,
-        secret: bool,
-    ) -> Result<crate::shell::Output> {
-        let step = Step::remote(id, title, &self.server.name, script);
-        let step = if secret {
-            step.secret_stdin(data)
-        } else {
-            step.data_stdin(data)
-        };
-        self.x.step(title, |x| x.run(&step))
-    }
-
-    fn lock(&mut self, version: &str) -> Result<()> {
-        let holder = serde_json::json!({
-            "id": self.lock_id, "who": who(), "pid": std::process::id(), "version": version,
-            "started": now_rfc3339(), "started_epoch": epoch(),
-        });
-        let step = Step::remote(
-            "lock",
-            "Take the deploy lock",
-            &self.server.name,
-            lock_script(self.env),
-        )
-        .data_stdin(holder.to_string().into_bytes());
+    fn lock(&mut self) -> Result<()> {
+        let step = self.st.lock(&self.pay.holder);
         let ttl = self.env.cfg.lock_ttl_s;
-        self.x.step("Take the deploy lock", |x| {
+        self.x.step(&step.title.clone(), |x| {
             let out = x.exec(&step)?;
             if out.ok {
                 return Ok(());
@@ -560,104 +606,44 @@ impl Run<'_> {
 
     fn unlock(&mut self) {
         if self.locked {
-            let step = Step::remote(
-                "unlock",
-                "Release the deploy lock",
-                &self.server.name,
-                unlock_script(self.env, &self.lock_id),
-            );
-            let _ = self.x.step("Release the deploy lock", |x| x.run(&step));
+            let _ = self.run(self.st.unlock(&self.pay.lock_id));
             self.locked = false;
         }
     }
 
     fn history(&mut self, record: serde_json::Value) -> Result<()> {
-        let line = format!("{record}\n").into_bytes();
-        self.remote_in(
-            "history",
-            "Append to .deploy/history.jsonl",
-            history_script(self.env),
-            line,
-            false,
-        )
-        .map(|_| ())
+        self.run(self.st.history(&record)).map(|_| ())
     }
 
-    /// Upload the files and .env for `version`.
-    fn upload(&mut self, version: &str) -> Result<()> {
-        let compose_file =
-            std::fs::read(self.sh.path(COMPOSE_PATH)).context("reading the compose file")?;
-        let config_file =
-            std::fs::read(self.sh.path(CONFIG_PATH)).context("reading deployment_config.json")?;
-        self.remote_in(
+    fn upload(&mut self) -> Result<()> {
+        self.run(self.st.upload(
             "upload-compose",
-            "Upload docker-compose.server.yml",
-            upload_script(self.env, "docker-compose.server.yml", "644"),
-            compose_file,
-            false,
-        )?;
-        self.remote_in(
+            "docker-compose.server.yml",
+            self.pay.compose.clone(),
+        ))?;
+        self.run(self.st.upload(
             "upload-config",
-            "Upload deployment_config.json",
-            upload_script(self.env, "deployment_config.json", "644"),
-            config_file,
-            false,
-        )?;
-        self.write_env(version)
+            "deployment_config.json",
+            self.pay.config.clone(),
+        ))?;
+        self.run(self.st.upload_env(self.pay.env_text.clone()))
+            .map(|_| ())
     }
 
-    fn write_env(&mut self, version: &str) -> Result<()> {
-        let env_text = env_file(self.env, version)?;
-        self.remote_in(
-            "upload-env",
-            "Upload .env (mode 0600)",
-            upload_script(self.env, ".env", "600"),
-            env_text.into_bytes(),
-            true,
-        )
-        .map(|_| ())
-    }
-
-    fn pull(&mut self, image: &str, expect: &str) -> Result<()> {
-        let login = self.creds.is_some();
-        let data = self
-            .creds
-            .as_ref()
-            .map(|c| format!("{}\n{}\n", c.user, c.token))
-            .unwrap_or_default();
-        let out = self.remote_in(
-            "pull",
-            &format!("Pull {image} (the old version keeps running)"),
-            pull_script(self.env, image, login),
-            data.into_bytes(),
-            true,
-        )?;
+    fn pull(&mut self, version: &str, expect: &str) -> Result<()> {
+        let out = self.run(self.st.pull(version, self.creds.as_ref()))?;
         let got = digest_in(&out.stdout, &self.env.repo()).unwrap_or_default();
         if got != expect {
-            return Err(fail(format!("the server pulled {image} with digest {got}, but the registry serves {expect}: refusing to start it")));
+            return Err(fail(format!("the server pulled {} with digest {got}, but the registry serves {expect}: refusing to start it", self.env.image(version))));
         }
         eprintln!("    pulled {got}");
         Ok(())
     }
 
     fn start_and_gate(&mut self, version: &str, c: Compose) -> Result<Gate> {
-        self.remote(
-            "up",
-            &format!("Start {version} ({})", c.describe()),
-            up_script(self.env, c),
-        )?;
-        let script = gate_script(self.env, version, self.env.cfg.health_timeout_s);
-        let step = Step::remote(
-            "gate",
-            "Health gate (contract §6.3)",
-            &self.server.name,
-            script,
-        )
-        .read_only();
-        let out = self.x.step(
-            &format!("Health gate for {version} (contract §6.3)"),
-            |x| x.exec(&step),
-        )?;
+        self.run(self.st.up(version, c))?;
+        let step = self.st.gate(version);
+        let out = self.x.step(&step.title.clone(), |x| x.exec(&step))?;
         let gate = parse_gate(&out.stdout);
         for l in &gate.lines {
             eprintln!("    {}", self.sh.mask(l));
@@ -666,8 +652,7 @@ impl Run<'_> {
     }
 
     fn container_logs(&mut self) -> String {
-        let step =
-            Step::remote("logs", "Container logs", &self.server.name, logs_script()).read_only();
+        let step = self.st.logs();
         self.x.exec(&step).map(|o| o.stdout).unwrap_or_default()
     }
 }
@@ -729,42 +714,48 @@ impl Deploy {
         version::validate(&version)?;
         let file = config::load(sh)?;
         let env = config::environment(sh, &file, &self.env)?;
-        deploy(
-            sh,
-            &env,
-            &version,
-            !self.no_rollback,
-            self.dry_run,
-            self.json,
-            "deploy",
-        )
+        let o = Options {
+            rollback: !self.no_rollback,
+            dry_run: self.dry_run,
+            json: self.json,
+            kind: "deploy",
+        };
+        deploy(sh, &env, &version, &o)
     }
 }
 
-pub fn deploy(
-    sh: &Shell,
-    env: &Env,
+pub struct Options {
+    pub rollback: bool,
+    pub dry_run: bool,
+    pub json: bool,
+    pub kind: &'static str,
+}
+
+pub fn deploy(sh: &Shell, env: &Env, version: &str, o: &Options) -> Result<()> {
+    let (x, _) = connect(sh, env, o.dry_run)?;
+    deploy_with(sh, env, version, o, x)
+}
+
+/// A deploy over `x`, whose SSH session may already be open (rollback reads the history first):
+/// still one connection.
+fn deploy_with<'a>(
+    sh: &'a Shell,
+    env: &'a Env,
     version: &str,
-    rollback: bool,
-    dry_run: bool,
-    json: bool,
-    kind: &str,
+    o: &Options,
+    mut x: Executor<'a>,
 ) -> Result<()> {
     let t0 = Instant::now();
     let creds = registry::credentials(sh, env);
     let image = env.image(version);
-    if env.servers.len() != 1 {
-        bail!(
-            "this deploy drives one server per environment; {} has {}",
-            env.name,
-            env.servers.len()
-        );
-    }
     let server = env.servers[0].clone();
-    let mut x = Executor::new(sh, dry_run);
+    let st = Steps {
+        env,
+        server: server.name.clone(),
+    };
 
     // 1. Verify before touching the server.
-    let digest = x.step(&format!("Verify {image} in the registry"), |_| {
+    let digest = x.step(&st.verify(version).title, |_| {
         let d = Client::new(sh, env)
             .digest(env.repo_path(), version)?
             .ok_or_else(|| fail(format!("{image} is not in the registry: release it first (`cargo xtask release {version} --env {}`)", env.name)))?;
@@ -779,13 +770,8 @@ pub fn deploy(
         Ok(d)
     })?;
 
-    // 2. One connection to the server.
-    x.add_server(Session::new(env, &server)?);
-    let probe = x.step(&format!("Connect to {} and probe it", server.name), |x| {
-        x.run(
-            &Step::remote("probe", "Probe the server", &server.name, probe_script(env)).read_only(),
-        )
-    })?;
+    // 2. The one connection to the server, opened by its first step.
+    let probe = x.run_step(&st.probe())?;
     let c = Compose::parse(field(&probe.stdout, "compose")).ok_or_else(|| {
         fail(format!(
             "neither `docker compose` nor `docker-compose` found on {}",
@@ -812,32 +798,23 @@ pub fn deploy(
             &last_good
         }
     );
-
-    if dry_run {
-        let p = plan(&Inputs {
-            env,
-            server: &server,
-            version,
-            compose: c,
-            login: creds.is_some(),
-        });
+    let pay = Payload::read(sh, env, version)?;
+    if o.dry_run {
         eprintln!("==> Plan (dry run: nothing below is run)");
-        p.print(sh);
+        plan(&st, version, c, creds.as_ref(), &pay).print(sh);
         return Ok(());
     }
 
     let mut run = Run {
         sh,
         env,
-        server: server.clone(),
+        st,
         x,
-        lock_id: crate::shell::random_hex(8)?,
+        pay,
         locked: false,
         creds,
     };
-    let result = deploy_locked(
-        &mut run, version, &digest, &last_good, &running, c, rollback, kind,
-    );
+    let result = deploy_locked(&mut run, version, &digest, &last_good, &running, c, o);
     run.unlock();
     let steps: Vec<StepTime> = run
         .x
@@ -849,7 +826,7 @@ pub fn deploy(
         })
         .collect();
     let (outcome, code, rolled_back_to, err) = match result {
-        Ok((o, code, to)) => (o, code, to, None),
+        Ok((out, code, to)) => (out, code, to, None),
         Err(e) => (
             "failed".to_string(),
             crate::shell::code_of(&e),
@@ -857,7 +834,7 @@ pub fn deploy(
             Some(e),
         ),
     };
-    let o = Outcome {
+    let out = Outcome {
         env: env.name.clone(),
         server: server.name.clone(),
         version: version.to_string(),
@@ -868,9 +845,9 @@ pub fn deploy(
         steps,
         elapsed_s: round(t0.elapsed().as_secs_f64()),
     };
-    step_summary(sh, &o);
-    if json {
-        println!("{}", sh.mask(&serde_json::to_string_pretty(&o)?));
+    step_summary(sh, &out);
+    if o.json {
+        println!("{}", sh.mask(&serde_json::to_string_pretty(&out)?));
     }
     if let Some(e) = err {
         return Err(e);
@@ -878,24 +855,23 @@ pub fn deploy(
     match code {
         0 => {
             eprintln!(
-                "\n{kind} {version} to {}: healthy ({:.1}s)",
-                server.name, o.elapsed_s
+                "\n{} {version} to {}: healthy ({:.1}s)",
+                o.kind, server.name, out.elapsed_s
             );
             Ok(())
         }
         3 => Err(exit_code(
             format!(
                 "{version} failed its health gate; rolled back to {} which is healthy again",
-                o.rolled_back_to.clone().unwrap_or_default()
+                out.rolled_back_to.clone().unwrap_or_default()
             ),
             3,
         )),
-        c => Err(exit_code(format!("{version} failed ({})", o.outcome), c)),
+        c => Err(exit_code(format!("{version} failed ({})", out.outcome), c)),
     }
 }
 
 /// Returns (outcome, exit code, rolled back to).
-#[allow(clippy::too_many_arguments)]
 fn deploy_locked(
     run: &mut Run,
     version: &str,
@@ -903,29 +879,20 @@ fn deploy_locked(
     last_good: &str,
     running: &str,
     c: Compose,
-    rollback: bool,
-    kind: &str,
+    o: &Options,
 ) -> Result<(String, u8, Option<String>)> {
     let t0 = Instant::now();
-    let image = run.env.image(version);
-    run.lock(version)?;
-    run.upload(version)?;
-    let dirs = run.remote(
-        "dirs",
-        "Prepare config/ logs/ data/",
-        prepare_dirs_script(run.env),
-    )?;
+    let kind = o.kind;
+    run.lock()?;
+    run.upload()?;
+    let dirs = run.run(run.st.dirs())?;
     run.x.step("Pre-deploy snapshot", |_| {
         eprintln!("    skipped: `cargo xtask snapshot` is not implemented yet");
         Ok(())
     })?;
-    run.pull(&image, digest)?;
+    run.pull(version, digest)?;
     if dirs.stdout.contains("needs-chown") {
-        run.remote(
-            "chown",
-            "Give config/ logs/ data/ to the image's user",
-            chown_with_image_script(run.env, &image),
-        )?;
+        run.run(run.st.chown(version))?;
     }
     // Anything above failed → the running service was never touched (exit 1).
     let gate = run.start_and_gate(version, c)?;
@@ -934,11 +901,7 @@ fn deploy_locked(
         "previous": running,
     });
     if gate.failed.is_empty() {
-        run.remote(
-            "record",
-            "Record last_good_tag",
-            record_script(run.env, version, digest),
-        )?;
+        run.run(run.st.record(version, digest))?;
         let mut rec = base.clone();
         rec["outcome"] = "success".into();
         rec["duration_s"] = round(t0.elapsed().as_secs_f64()).into();
@@ -968,22 +931,18 @@ fn deploy_locked(
     rec["failed"] = serde_json::to_value(&gate.failed)?;
     rec["duration_s"] = round(t0.elapsed().as_secs_f64()).into();
     run.history(rec)?;
-    if !rollback {
+    if !o.rollback {
         eprintln!("--no-rollback: {version} is left running for debugging\nrecover: cargo xtask rollback --env {}", run.env.name);
         return Ok(("failed (left running: --no-rollback)".into(), 1, None));
     }
     if last_good.is_empty() || last_good == version {
-        let _ = run.remote(
-            "down",
-            "Stop the failed container (no last good version)",
-            down_script(run.env, c),
-        );
+        let _ = run.run(run.st.down(c));
         eprintln!("no last good version to roll back to: the failed container is stopped; the service is DOWN");
         return Ok(("failed, nothing to roll back to".into(), 4, None));
     }
     eprintln!("\n==> rolling back to {last_good}");
     let rb = (|| -> Result<Gate> {
-        run.write_env(last_good)?;
+        run.run(run.st.upload_env(env_file(run.env, last_good)?))?;
         run.start_and_gate(last_good, c)
     })();
     let mut rec = base;
@@ -1006,7 +965,7 @@ fn deploy_locked(
             };
             eprintln!(
                 "\n!!!!! ROLLBACK FAILED: neither {version} nor {last_good} is healthy on {}: {why}\nrecover by hand:\n  cargo xtask status --env {env}\n  cargo xtask lock status --env {env}\n  cargo xtask rollback --env {env} --to <a version that worked>\n  ssh to the server: cd {dir} && docker logs {CONTAINER}",
-                run.server.name,
+                run.st.server,
                 env = run.env.name,
                 dir = run.env.remote_dir
             );
@@ -1017,29 +976,27 @@ fn deploy_locked(
 
 fn prune(run: &mut Run, version: &str, last_good: &str) -> Result<()> {
     let keep = run.env.cfg.keep_images as usize;
-    let listing = run.remote("images", "List images for pruning", images_script(run.env))?;
+    let listing = run.run(run.st.images())?;
     let doomed = prune_candidates(&listing.stdout, keep, &[version, last_good]);
-    if doomed.is_empty() {
-        return Ok(());
+    if !doomed.is_empty() {
+        run.run(run.st.prune(&doomed))?;
     }
-    let args: Vec<String> = doomed.iter().map(|t| q(&run.env.image(t))).collect();
-    run.remote(
-        "prune",
-        &format!("Prune {} old image(s)", doomed.len()),
-        format!("docker rmi {} >/dev/null 2>&1 || true", args.join(" ")),
-    )?;
     Ok(())
 }
 
 // ------------------------------------------------------------------------- rollback, status, lock
 
-fn connect<'a>(sh: &'a Shell, env: &Env) -> Result<(Executor<'a>, Server)> {
-    let server = env
-        .servers
-        .first()
-        .cloned()
-        .context("no server configured")?;
-    let mut x = Executor::new(sh, false);
+/// The executor with this environment's one server session (opened lazily by the first step).
+fn connect<'a>(sh: &'a Shell, env: &Env, dry_run: bool) -> Result<(Executor<'a>, Server)> {
+    if env.servers.len() != 1 {
+        bail!(
+            "this tool drives one server per environment; {} has {}",
+            env.name,
+            env.servers.len()
+        );
+    }
+    let server = env.servers[0].clone();
+    let mut x = Executor::new(sh, dry_run);
     x.add_server(Session::new(env, &server)?);
     Ok((x, server))
 }
@@ -1073,16 +1030,19 @@ impl Rollback {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let file = config::load(sh)?;
         let env = config::environment(sh, &file, &self.env)?;
+        if let Some(v) = &self.to {
+            version::validate(v)?;
+        }
+        // The history is read over the same connection the deploy then uses.
+        let (mut x, server) = connect(sh, &env, self.dry_run)?;
         let target = match self.to {
-            Some(v) => {
-                version::validate(&v)?;
-                v
-            }
+            Some(v) => v,
             None => {
-                let (mut x, server) = connect(sh, &env)?;
-                let probe = x.run(
-                    &Step::remote("probe", "Probe", &server.name, probe_script(&env)).read_only(),
-                )?;
+                let st = Steps {
+                    env: &env,
+                    server: server.name.clone(),
+                };
+                let probe = x.run(&st.probe())?;
                 let running = field(&probe.stdout, "running")
                     .rsplit(':')
                     .next()
@@ -1099,7 +1059,13 @@ impl Rollback {
             }
         };
         eprintln!("rollback to {target}");
-        deploy(sh, &env, &target, false, self.dry_run, false, "rollback")
+        let o = Options {
+            rollback: false,
+            dry_run: self.dry_run,
+            json: false,
+            kind: "rollback",
+        };
+        deploy_with(sh, &env, &target, &o, x)
     }
 }
 
@@ -1107,7 +1073,7 @@ impl Status {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let file = config::load(sh)?;
         let env = config::environment(sh, &file, &self.env)?;
-        let (mut x, server) = connect(sh, &env)?;
+        let (mut x, server) = connect(sh, &env, false)?;
         let d = q(&deploy_dir(&env));
         let script = format!(
             "echo \"image=$(docker inspect -f '{{{{.Config.Image}}}}' {CONTAINER} 2>/dev/null)\"; echo \"state=$(docker inspect -f '{{{{.State.Status}}}} {{{{if .State.Health}}}}{{{{.State.Health.Status}}}}{{{{end}}}}' {CONTAINER} 2>/dev/null)\"; echo \"started=$(docker inspect -f '{{{{.State.StartedAt}}}}' {CONTAINER} 2>/dev/null)\"; echo \"digests=$(docker image inspect -f '{{{{json .RepoDigests}}}}' \"$(docker inspect -f '{{{{.Image}}}}' {CONTAINER} 2>/dev/null)\" 2>/dev/null)\"; echo \"last_good=$(cat {d}/last_good_tag 2>/dev/null)\"; echo \"lock=$(cat {d}/lock/holder.json 2>/dev/null)\""
@@ -1176,7 +1142,7 @@ impl Lock {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let file = config::load(sh)?;
         let env = config::environment(sh, &file, &self.env)?;
-        let (mut x, server) = connect(sh, &env)?;
+        let (mut x, server) = connect(sh, &env, false)?;
         let d = q(&deploy_dir(&env));
         let out = x.run(
             &Step::remote(
@@ -1226,7 +1192,7 @@ impl Lock {
 
 /// `check-env --remote`: the server side of the checks.
 pub fn remote_checks(sh: &Shell, env: &Env, r: &mut crate::check_env::Report) -> Result<()> {
-    let (mut x, server) = match connect(sh, env) {
+    let (mut x, server) = match connect(sh, env, false) {
         Ok(v) => v,
         Err(e) => {
             r.fail("remote ssh", format!("{e:#}"));
@@ -1340,13 +1306,24 @@ mod tests {
     #[test]
     fn deploy_plan_order_pulls_before_start() {
         let e = env();
-        let p = plan(&Inputs {
+        let st = Steps {
             env: &e,
-            server: &e.servers[0],
-            version: "v1.2.3",
-            compose: Compose::V1,
-            login: true,
-        });
+            server: e.servers[0].name.clone(),
+        };
+        let creds = registry::Creds {
+            user: "ci".into(),
+            token: "tok-never-shown".into(),
+        };
+        let pay = Payload {
+            compose: b"services: {}\n".to_vec(),
+            config: b"{}".to_vec(),
+            env_text: "IMAGE_TAG=v1.2.3\nKIS_API_KEY=kis-never-shown\n".into(),
+            holder: serde_json::json!({"id": "abc"}),
+            lock_id: "abc".into(),
+        };
+        let p = plan(&st, "v1.2.3", Compose::V1, Some(&creds), &pay);
+        let shown: String = p.steps.iter().map(|s| s.render()).collect();
+        assert!(!shown.contains("never-shown"), "{shown}");
         assert_eq!(
             p.ids(),
             [

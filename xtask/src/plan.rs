@@ -232,6 +232,11 @@ impl<'a> Executor<'a> {
         Ok(out)
     }
 
+    /// Runs one step under its own header.
+    pub fn run_step(&mut self, step: &Step) -> Result<Output> {
+        self.step(&step.title, |x| x.run(step))
+    }
+
     /// A step header with its elapsed time: `==> title` ... `    done in 1.2s`.
     pub fn step<T>(&mut self, title: &str, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         if self.sh.gha {

@@ -248,8 +248,7 @@ impl Release {
             if self.dry_run {
                 continue;
             }
-            let title = step.title.clone();
-            let out = x.step(&title, |x| x.run(&step)).map_err(|e| {
+            let out = x.run_step(&step).map_err(|e| {
                 let recover = match step.id {
                     "push-tag" => format!(
                         "\nrecover: fix the remote, then run `cargo xtask release {} --env {}` again (it resumes at the tag push)",

@@ -223,6 +223,17 @@ fn port_free(port: u16) -> bool {
     port != 0 && TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
+/// The recorded port when it is still free, otherwise a new free one (said aloud).
+fn choose_port(recorded: u16, what: &str) -> Result<u16> {
+    if port_free(recorded) {
+        return Ok(recorded);
+    }
+    if recorded != 0 {
+        eprintln!("{what}: port {recorded} is taken by another process; choosing a new one");
+    }
+    free_port()
+}
+
 fn spawn_daemon(cmd: &mut Command, log: &Path) -> Result<u32> {
     let logf = fs::OpenOptions::new().create(true).append(true).open(log)?;
     let child = cmd
@@ -381,17 +392,7 @@ fn start_registry(sh: &Shell, p: &Paths, st: &mut State) -> Result<()> {
         fs::write(p.token(), &token)?;
         fs::set_permissions(p.token(), fs::Permissions::from_mode(0o600))?;
     }
-    let port = if port_free(st.registry_port) {
-        st.registry_port
-    } else {
-        if st.registry_port != 0 {
-            eprintln!(
-                "registry: port {} is taken by another process; choosing a new one",
-                st.registry_port
-            );
-        }
-        free_port()?
-    };
+    let port = choose_port(st.registry_port, "registry")?;
     fs::write(
         &config,
         format!(
@@ -443,17 +444,7 @@ fn start_sshd(sh: &Shell, p: &Paths, st: &mut State) -> Result<()> {
         }
     }
     fs::copy(dir.join("client_ed25519.pub"), dir.join("authorized_keys"))?;
-    let port = if port_free(st.ssh_port) {
-        st.ssh_port
-    } else {
-        if st.ssh_port != 0 {
-            eprintln!(
-                "sshd: port {} is taken by another process; choosing a new one",
-                st.ssh_port
-            );
-        }
-        free_port()?
-    };
+    let port = choose_port(st.ssh_port, "sshd")?;
     fs::write(
         &config,
         format!(
