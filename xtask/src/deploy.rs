@@ -384,7 +384,7 @@ impl Payload {
                 .context("reading deployment_config.json")?,
             env_text: env_file(env, version)?,
             holder: serde_json::json!({
-                "id": lock_id, "who": who(), "pid": std::process::id(), "version": version,
+                "id": lock_id, "who": who(), "host": hostname(), "pid": std::process::id(), "version": version,
                 "started": now_rfc3339(), "started_epoch": epoch(),
             }),
             lock_id,
@@ -453,6 +453,22 @@ struct Outcome {
 
 fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// A holder record whose process ran on this machine and is gone: its deploy died (killed, or
+/// the machine rebooted) and can never release the lock itself.
+fn holder_dead_here(h: &serde_json::Value) -> bool {
+    h["host"].as_str() == Some(hostname().as_str())
+        && h["pid"]
+            .as_u64()
+            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
 fn who() -> String {
@@ -583,22 +599,35 @@ impl Run<'_> {
     fn lock(&mut self) -> Result<()> {
         let step = self.st.lock(&self.pay.holder);
         let ttl = self.env.cfg.lock_ttl_s;
+        let st = &self.st;
         self.x.step(&step.title.clone(), |x| {
-            let out = x.exec(&step)?;
-            if out.ok {
-                return Ok(());
+            for attempt in 0..2 {
+                let out = x.exec(&step)?;
+                if out.ok {
+                    return Ok(());
+                }
+                let text = out.stdout.lines().next().unwrap_or("").to_string();
+                let h: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                if attempt == 0 && holder_dead_here(&h) {
+                    eprintln!(
+                        "    the lock's holder (pid {} on this machine, deploying {}) is gone: breaking its lock",
+                        h["pid"],
+                        h["version"].as_str().unwrap_or("?")
+                    );
+                    x.run(&st.unlock(h["id"].as_str().unwrap_or("")))?;
+                    continue;
+                }
+                let age = epoch().saturating_sub(h["started_epoch"].as_u64().unwrap_or(0));
+                let stale = if age > ttl { format!(" — STALE (older than the {ttl}s TTL): break it with `cargo xtask lock release --force`") } else { String::new() };
+                return Err(fail(format!(
+                    "the deploy lock is held by {} (pid {}, deploying {}, since {}){stale}",
+                    h["who"].as_str().unwrap_or("unknown"),
+                    h["pid"],
+                    h["version"].as_str().unwrap_or("?"),
+                    h["started"].as_str().unwrap_or("?")
+                )));
             }
-            let text = out.stdout.lines().next().unwrap_or("").to_string();
-            let h: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            let age = epoch().saturating_sub(h["started_epoch"].as_u64().unwrap_or(0));
-            let stale = if age > ttl { format!(" — STALE (older than the {ttl}s TTL): break it with `cargo xtask lock release --force`") } else { String::new() };
-            Err(fail(format!(
-                "the deploy lock is held by {} (pid {}, deploying {}, since {}){stale}",
-                h["who"].as_str().unwrap_or("unknown"),
-                h["pid"],
-                h["version"].as_str().unwrap_or("?"),
-                h["started"].as_str().unwrap_or("?")
-            )))
+            Err(fail("the deploy lock could not be taken"))
         })?;
         self.locked = true;
         Ok(())
@@ -1160,7 +1189,7 @@ impl Lock {
         }
         let h: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
         let age = epoch().saturating_sub(h["started_epoch"].as_u64().unwrap_or(0));
-        let stale = age > env.cfg.lock_ttl_s;
+        let stale = age > env.cfg.lock_ttl_s || holder_dead_here(&h);
         println!(
             "lock: held by {} (pid {}, deploying {}, since {}, {age}s ago){}",
             h["who"].as_str().unwrap_or("?"),

@@ -737,3 +737,118 @@ fn deploy_lock_held_then_stale_then_forced() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(!lock.exists(), "the lock is released after a deploy");
 }
+
+fn running_version() -> (String, String) {
+    let r = sh("docker inspect -f '{{.Config.Image}} {{.State.StartedAt}}' qts-observer");
+    let mut w = r.stdout.split_whitespace();
+    let image = w
+        .next()
+        .unwrap_or("")
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    (image, w.next().unwrap_or("").to_string())
+}
+
+#[test]
+#[ignore = "e2e: needs the sandbox; run by `cargo xtask ci`"]
+fn deploy_killed_midway_converges_and_rollback_goes_back() {
+    ensure_sandbox();
+    let c = Clone::new("killed");
+    let v1 = version();
+    let v2 = version();
+    for v in [&v1, &v2] {
+        assert_eq!(c.xtask(&["release", v, "--env", "sandbox"]).code, 0);
+    }
+    let r = c.xtask(&["deploy", "--env", "sandbox", "--tag", &v1]);
+    assert_eq!(r.code, 0, "{}", r.all());
+
+    // Kill the xtask during v2's health gate.
+    let log = std::env::temp_dir().join(format!("killed-{}.log", unique()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["deploy", "--env", "sandbox", "--tag", &v2])
+        .current_dir(&c.dir)
+        .env("XTASK_ROOT", &c.dir)
+        .env("XTASK_SANDBOX_DIR", sandbox_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("==> Health gate")
+    {
+        assert!(
+            t.elapsed().as_secs() < 120,
+            "the deploy never reached the health gate"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    TRANSCRIPT
+        .lock()
+        .unwrap()
+        .push_str(&std::fs::read_to_string(&log).unwrap_or_default());
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        server_dir().join(".deploy/lock").exists(),
+        "the killed deploy leaves its lock"
+    );
+    let st = c.xtask(&["lock", "status", "--env", "sandbox"]);
+    assert!(
+        st.stdout.contains("STALE"),
+        "a dead holder is reported stale: {}",
+        st.all()
+    );
+
+    // Deploying again converges: the dead holder's lock is broken, v2 ends healthy and recorded.
+    let r = c.xtask(&["deploy", "--env", "sandbox", "--tag", &v2]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr.contains("is gone: breaking its lock"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        last_good().starts_with(&format!("{v2} sha256:")),
+        "{}",
+        last_good()
+    );
+    assert_eq!(running_version().0, v2);
+
+    // `rollback` goes back to the previous good version, over one connection.
+    let before = accepted();
+    let r = c.xtask(&["rollback", "--env", "sandbox"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        accepted() - before,
+        1,
+        "a rollback opens one SSH connection"
+    );
+    assert_eq!(running_version().0, v1);
+    assert!(last_good().starts_with(&format!("{v1} sha256:")));
+
+    // The registry stopped: refused before the server is touched.
+    let running = running_version();
+    let pid = state()["registry_pid"].as_u64().unwrap();
+    sh(&format!("kill {pid}"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let r = c.xtask(&["deploy", "--env", "sandbox", "--tag", &v2]);
+    ensure_sandbox();
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("cannot reach the registry"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        running_version(),
+        running,
+        "the running version must be untouched"
+    );
+    assert_no_secret(&[&token()]);
+}
