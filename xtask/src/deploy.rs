@@ -45,6 +45,9 @@ pub struct Deploy {
     /// On a failed health gate, leave the failed version running for debugging (exit 1).
     #[arg(long)]
     no_rollback: bool,
+    /// Skip the pre-deploy snapshot of the server's state.
+    #[arg(long)]
+    no_snapshot: bool,
     /// Print the plan; change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -59,8 +62,12 @@ pub struct Rollback {
     #[arg(long, default_value = "production")]
     env: String,
     /// The version to go back to (default: the last good version that is not the one running).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "restore")]
     to: Option<String>,
+    /// Restore the snapshot taken before the running version was deployed: the data goes back
+    /// too, and the version recorded in the snapshot is started.
+    #[arg(long)]
+    restore: bool,
     #[arg(long)]
     dry_run: bool,
 }
@@ -323,6 +330,9 @@ impl Steps<'_> {
         self.remote("logs", "Container logs", logs_script())
             .read_only()
     }
+    pub fn stop(&self, c: Compose) -> Step {
+        self.remote("stop", "Stop the service", down_script(self.env, c))
+    }
     pub fn down(&self, c: Compose) -> Step {
         self.remote(
             "down",
@@ -494,7 +504,7 @@ fn epoch() -> u64 {
         .unwrap_or(0)
 }
 
-fn env_file(env: &Env, version: &str) -> Result<String> {
+pub fn env_file(env: &Env, version: &str) -> Result<String> {
     let mut s = format!(
         "COMPOSE_PROJECT_NAME={PROJECT}\nIMAGE_REPO={}\nIMAGE_TAG={version}\nOBSERVER_HOST_PORT={}\nOBSERVER_INTERVAL_MS={}\n",
         env.repo(),
@@ -521,7 +531,7 @@ fn tag_digest(sh: &Shell, version: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix("digest: ").map(|d| d.trim().to_string()))
 }
 
-fn field<'o>(out: &'o str, key: &str) -> &'o str {
+pub fn field<'o>(out: &'o str, key: &str) -> &'o str {
     out.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}=")))
         .unwrap_or("")
@@ -549,9 +559,9 @@ pub fn prune_candidates(listing: &str, keep: usize, protect: &[&str]) -> Vec<Str
         .collect()
 }
 
-struct Gate {
-    failed: Vec<String>,
-    lines: Vec<String>,
+pub struct Gate {
+    pub failed: Vec<String>,
+    pub lines: Vec<String>,
 }
 
 fn parse_gate(out: &str) -> Gate {
@@ -670,20 +680,31 @@ impl Run<'_> {
     }
 
     fn start_and_gate(&mut self, version: &str, c: Compose) -> Result<Gate> {
-        self.run(self.st.up(version, c))?;
-        let step = self.st.gate(version);
-        let out = self.x.step(&step.title.clone(), |x| x.exec(&step))?;
-        let gate = parse_gate(&out.stdout);
-        for l in &gate.lines {
-            eprintln!("    {}", self.sh.mask(l));
-        }
-        Ok(gate)
+        start_and_gate(&mut self.x, &self.st, self.sh, version, c)
     }
 
     fn container_logs(&mut self) -> String {
         let step = self.st.logs();
         self.x.exec(&step).map(|o| o.stdout).unwrap_or_default()
     }
+}
+
+/// Starts `version` with compose and runs the health gate (deploy, rollback, snapshot restore).
+pub fn start_and_gate(
+    x: &mut Executor,
+    st: &Steps,
+    sh: &Shell,
+    version: &str,
+    c: Compose,
+) -> Result<Gate> {
+    x.run_step(&st.up(version, c))?;
+    let step = st.gate(version);
+    let out = x.step(&step.title, |x| x.exec(&step))?;
+    let gate = parse_gate(&out.stdout);
+    for l in &gate.lines {
+        eprintln!("    {}", sh.mask(l));
+    }
+    Ok(gate)
 }
 
 fn print_fenced(sh: &Shell, title: &str, text: &str) {
@@ -745,6 +766,7 @@ impl Deploy {
         let env = config::environment(sh, &file, &self.env)?;
         let o = Options {
             rollback: !self.no_rollback,
+            no_snapshot: self.no_snapshot,
             dry_run: self.dry_run,
             json: self.json,
             kind: "deploy",
@@ -755,6 +777,7 @@ impl Deploy {
 
 pub struct Options {
     pub rollback: bool,
+    pub no_snapshot: bool,
     pub dry_run: bool,
     pub json: bool,
     pub kind: &'static str,
@@ -915,19 +938,33 @@ fn deploy_locked(
     run.lock()?;
     run.upload()?;
     let dirs = run.run(run.st.dirs())?;
-    run.x.step("Pre-deploy snapshot", |_| {
-        eprintln!("    skipped: `cargo xtask snapshot` is not implemented yet");
-        Ok(())
-    })?;
     run.pull(version, digest)?;
     if dirs.stdout.contains("needs-chown") {
         run.run(run.st.chown(version))?;
     }
+    // While the old version still runs: the state a `rollback --restore` goes back to.
+    let snapshot = if o.no_snapshot {
+        eprintln!("==> Pre-deploy snapshot: skipped (--no-snapshot)");
+        None
+    } else {
+        let old = running
+            .rsplit(':')
+            .next()
+            .filter(|v| crate::version::is_valid(v))
+            .unwrap_or("")
+            .to_string();
+        let (env, server) = (run.env, run.st.server.clone());
+        let m = run.x.step("Pre-deploy snapshot", |x| {
+            crate::snapshot::create(x, env, &server, &old, false)
+        })?;
+        eprintln!("    snapshot {} ({} bytes)", m.id, m.archive.size);
+        Some(m.id)
+    };
     // Anything above failed → the running service was never touched (exit 1).
     let gate = run.start_and_gate(version, c)?;
     let base = serde_json::json!({
         "version": version, "digest": digest, "who": who(), "when": now_rfc3339(), "kind": kind,
-        "previous": running,
+        "previous": running, "snapshot": snapshot,
     });
     if gate.failed.is_empty() {
         run.run(run.st.record(version, digest))?;
@@ -1016,7 +1053,7 @@ fn prune(run: &mut Run, version: &str, last_good: &str) -> Result<()> {
 // ------------------------------------------------------------------------- rollback, status, lock
 
 /// The executor with this environment's one server session (opened lazily by the first step).
-fn connect<'a>(sh: &'a Shell, env: &Env, dry_run: bool) -> Result<(Executor<'a>, Server)> {
+pub fn connect<'a>(sh: &'a Shell, env: &Env, dry_run: bool) -> Result<(Executor<'a>, Server)> {
     if env.servers.len() != 1 {
         bail!(
             "this tool drives one server per environment; {} has {}",
@@ -1064,6 +1101,41 @@ impl Rollback {
         }
         // The history is read over the same connection the deploy then uses.
         let (mut x, server) = connect(sh, &env, self.dry_run)?;
+        if self.restore {
+            let st = Steps {
+                env: &env,
+                server: server.name.clone(),
+            };
+            let probe = x.run(&st.probe())?;
+            let running = field(&probe.stdout, "running")
+                .rsplit(':')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let hist = read_history(&mut x, &server.name, &env, 1000)?;
+            let id = hist
+                .iter()
+                .rev()
+                .find(|r| {
+                    r["kind"] == "deploy"
+                        && r["outcome"] == "success"
+                        && r["version"] == running.as_str()
+                })
+                .and_then(|r| r["snapshot"].as_str())
+                .map(|s| s.to_string())
+                .ok_or_else(|| {
+                    fail(format!(
+                        "no pre-deploy snapshot recorded for the running version {running}"
+                    ))
+                })?;
+            crate::snapshot::validate_id(&id)?;
+            if self.dry_run {
+                eprintln!("would restore snapshot {id} (taken before {running} was deployed)");
+                return Ok(());
+            }
+            crate::snapshot::restore(sh, &mut x, &env, &server.name, &id)?;
+            return Ok(());
+        }
         let target = match self.to {
             Some(v) => v,
             None => {
@@ -1090,6 +1162,7 @@ impl Rollback {
         eprintln!("rollback to {target}");
         let o = Options {
             rollback: false,
+            no_snapshot: false,
             dry_run: self.dry_run,
             json: false,
             kind: "rollback",

@@ -12,6 +12,7 @@ mod registry;
 mod release;
 mod sandbox;
 mod shell;
+mod snapshot;
 mod ssh;
 mod version;
 mod yaml;
@@ -51,6 +52,8 @@ enum Cmd {
     Lock(deploy::Lock),
     /// See it work: sandbox up, release two demo versions, deploy both, print status.
     Demo,
+    /// Verified backups of the server's state: create, list, verify, restore, prune, download.
+    Snapshot(snapshot::Snapshot),
     /// Run every test and linter (the command README.md and .ci/run use).
     Ci(ci::Ci),
 }
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Cmd::Rollback(c) => c.run(&sh),
         Cmd::Status(c) => c.run(&sh),
         Cmd::Lock(c) => c.run(&sh),
+        Cmd::Snapshot(c) => c.run(&sh),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

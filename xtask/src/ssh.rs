@@ -165,17 +165,24 @@ impl Session {
 
     /// Runs a script on the server over the shared connection.
     pub fn run(&mut self, script: &str, stdin: Option<&[u8]>) -> Result<Output> {
+        let mut c = self.command(script, stdin.is_some())?;
+        run_capture(&mut c, stdin)
+            .with_context(|| format!("running a command on {}", self.server.name))
+    }
+
+    /// A session over the shared connection, for callers that stream (snapshots). Without
+    /// `stdin`, ssh gets `-n` so it cannot swallow ours.
+    pub fn command(&mut self, script: &str, stdin: bool) -> Result<Command> {
         self.open()?;
         let mut c = Command::new("ssh");
         c.args(self.options())
             .args(["-o", "ControlMaster=no", "-T"])
             .stdin(Stdio::null());
-        if stdin.is_none() {
+        if !stdin {
             c.arg("-n");
         }
         c.arg(self.destination()).arg("--").arg(script);
-        run_capture(&mut c, stdin)
-            .with_context(|| format!("running a command on {}", self.server.name))
+        Ok(c)
     }
 
     pub fn close(self) {
