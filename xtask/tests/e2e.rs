@@ -1112,3 +1112,45 @@ fn snapshot_full_disk_fails_cleanly() {
     );
     assert!(ids.is_empty(), "{ids:?}");
 }
+
+#[test]
+#[ignore = "e2e: needs the sandbox; run by `cargo xtask ci`"]
+fn snapshot_memory_stays_bounded_for_1_gib() {
+    ensure_sandbox();
+    let data = server_dir().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let big = data.join("big.jsonl");
+    let r = sh(&format!(
+        "yes '{{\"ts\":\"2026-11-28T21:00:00.000Z\",\"seq\":123456,\"instance\":\"0123456789abcdef\",\"version\":\"v1.2.3\"}}' | head -c 1073741824 > '{}'",
+        big.display()
+    ));
+    assert_eq!(r.code, 0);
+    // Peak resident memory of the xtask process itself (GNU time), not a timing.
+    let r = run(Command::new("/usr/bin/time")
+        .args(["-f", "maxrss_kib=%M"])
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .args(["snapshot", "create", "--env", "sandbox", "--json"])
+        .env("XTASK_SANDBOX_DIR", sandbox_dir()));
+    let _ = std::fs::remove_file(&big);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let kib: u64 = r
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kib="))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!("peak RSS for a 1 GiB snapshot: {} MiB", kib / 1024);
+    assert!(kib < 100 * 1024, "peak RSS {kib} KiB for 1 GiB of data");
+    let id = serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = xtask(
+        &repo(),
+        &["snapshot", "verify", &id, "--env", "sandbox"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+}
