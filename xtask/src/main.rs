@@ -1,6 +1,7 @@
 //! `cargo xtask`: build, push, tag, deploy, snapshot, roll back and check the observer.
 //! This file only parses and dispatches; each command lives in its own module.
 
+mod bench;
 mod check_env;
 mod ci;
 mod compose;
@@ -54,6 +55,8 @@ enum Cmd {
     Demo,
     /// Verified backups of the server's state: create, list, verify, restore, prune, download.
     Snapshot(snapshot::Snapshot),
+    /// Benchmarks against a baseline, side by side: gap, overhead, rollback, snapshot, build.
+    Bench(bench::Bench),
     /// Run every test and linter (the command README.md and .ci/run use).
     Ci(ci::Ci),
 }
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Cmd::Sandbox(c) => c.run(&sh),
         Cmd::CheckEnv(c) => c.run(&sh),
         Cmd::Ci(c) => c.run(&sh),
+        Cmd::Bench(c) => c.run(&sh),
         Cmd::Demo => demo::run(&sh),
         Cmd::Release(c) => c.run(&sh),
         Cmd::Deploy(c) => c.run(&sh),
