@@ -572,6 +572,13 @@ fn fmt_stats(s: &Value) -> String {
     format!("{} ({}–{})", s["median"], s["min"], s["max"])
 }
 
+fn fmt_ratio(row: &Value) -> String {
+    row["ratio"]
+        .as_f64()
+        .map(|x| format!("{x:.2}"))
+        .unwrap_or_else(|| "—".into())
+}
+
 fn print_table(v: &Value) {
     eprintln!(
         "{:<46} {:>6} {:>24} {:>24} {:>7}",
@@ -584,10 +591,7 @@ fn print_table(v: &Value) {
             r["unit"].as_str().unwrap_or(""),
             fmt_stats(&r["baseline"]),
             fmt_stats(&r["xtask"]),
-            r["ratio"]
-                .as_f64()
-                .map(|x| format!("{x:.2}"))
-                .unwrap_or_else(|| "—".into())
+            fmt_ratio(r)
         );
     }
 }
@@ -617,10 +621,7 @@ pub fn write_docs(sh: &Shell) -> Result<()> {
                 r["unit"].as_str().unwrap_or(""),
                 fmt_stats(&r["baseline"]),
                 fmt_stats(&r["xtask"]),
-                r["ratio"]
-                    .as_f64()
-                    .map(|x| format!("{x:.2}"))
-                    .unwrap_or_else(|| "—".into())
+                fmt_ratio(r)
             ));
         }
         if let Some(n) = v["note"].as_str() {

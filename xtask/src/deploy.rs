@@ -947,12 +947,7 @@ fn deploy_locked(
         eprintln!("==> Pre-deploy snapshot: skipped (--no-snapshot)");
         None
     } else {
-        let old = running
-            .rsplit(':')
-            .next()
-            .filter(|v| crate::version::is_valid(v))
-            .unwrap_or("")
-            .to_string();
+        let old = tag_of(running);
         let (env, server) = (run.env, run.st.server.clone());
         let m = run.x.step("Pre-deploy snapshot", |x| {
             crate::snapshot::create(x, env, &server, &old, false)
@@ -1092,6 +1087,31 @@ fn read_history(
         .collect())
 }
 
+/// The version tag of an image reference (`repo:tag`), or "" when it is not a version.
+pub fn tag_of(image: &str) -> String {
+    image
+        .rsplit_once(':')
+        .map(|(_, t)| t)
+        .filter(|t| version::is_valid(t))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The running version and the whole history, over `x`'s one session.
+fn running_and_history(
+    x: &mut Executor,
+    env: &Env,
+    server: &str,
+) -> Result<(String, Vec<serde_json::Value>)> {
+    let st = Steps {
+        env,
+        server: server.to_string(),
+    };
+    let probe = x.run(&st.probe())?;
+    let running = tag_of(field(&probe.stdout, "running"));
+    Ok((running, read_history(x, server, env, 100_000)?))
+}
+
 impl Rollback {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let file = config::load(sh)?;
@@ -1102,17 +1122,7 @@ impl Rollback {
         // The history is read over the same connection the deploy then uses.
         let (mut x, server) = connect(sh, &env, self.dry_run)?;
         if self.restore {
-            let st = Steps {
-                env: &env,
-                server: server.name.clone(),
-            };
-            let probe = x.run(&st.probe())?;
-            let running = field(&probe.stdout, "running")
-                .rsplit(':')
-                .next()
-                .unwrap_or("")
-                .to_string();
-            let hist = read_history(&mut x, &server.name, &env, 1000)?;
+            let (running, hist) = running_and_history(&mut x, &env, &server.name)?;
             let id = hist
                 .iter()
                 .rev()
@@ -1139,17 +1149,7 @@ impl Rollback {
         let target = match self.to {
             Some(v) => v,
             None => {
-                let st = Steps {
-                    env: &env,
-                    server: server.name.clone(),
-                };
-                let probe = x.run(&st.probe())?;
-                let running = field(&probe.stdout, "running")
-                    .rsplit(':')
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                let hist = read_history(&mut x, &server.name, &env, 1000)?;
+                let (running, hist) = running_and_history(&mut x, &env, &server.name)?;
                 hist.iter()
                     .rev()
                     .filter(|r| r["outcome"] == "success")
@@ -1183,7 +1183,7 @@ impl Status {
         let out = x.run(&Step::remote("status", "Status", &server.name, script).read_only())?;
         let hist = read_history(&mut x, &server.name, &env, 5)?;
         let image = field(&out.stdout, "image");
-        let version = image.rsplit(':').next().unwrap_or("").to_string();
+        let version = tag_of(image);
         let digest = digest_in(field(&out.stdout, "digests"), &env.repo()).unwrap_or_default();
         let state = field(&out.stdout, "state");
         let lock = field(&out.stdout, "lock");

@@ -795,16 +795,7 @@ impl Snapshot {
                     }
                     .probe(),
                 )?;
-                let version = deploy::field(&probe.stdout, "running")
-                    .rsplit(':')
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                let version = if crate::version::is_valid(&version) {
-                    version
-                } else {
-                    String::new()
-                };
+                let version = deploy::tag_of(deploy::field(&probe.stdout, "running"));
                 let m = x.step("Create the snapshot", |x| {
                     create(x, &env, &s, &version, no_logs)
                 })?;

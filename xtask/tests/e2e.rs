@@ -992,6 +992,13 @@ fn snapshot_round_trip_verify_restore() {
     );
     std::fs::remove_file(&f).unwrap();
 
+    // `rollback --restore`: back to the state (and version) from before the last deploy.
+    let v2 = deployed(&c);
+    assert_eq!(running_version().0, v2);
+    let r = c.xtask(&["rollback", "--restore", "--env", "sandbox"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(running_version().0, v, "the snapshot's version runs again");
+
     // Download and prune.
     let dl = std::env::temp_dir().join(format!("snap-dl-{}", unique()));
     let r = c.xtask(&[
