@@ -1,17 +1,14 @@
-//! Compose v2 (`docker compose`) or v1 (`docker-compose`), detected at run time on the machine in
+//! Layer 2. Compose v2 (`docker compose`) or v1 (`docker-compose`), detected at run time on the machine in
 //! question. v1 needs `--compatibility` to apply `deploy.resources`.
 
-use crate::shell::Shell;
+use crate::ctx::Ctx;
+use xshell::cmd;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compose {
     V2,
     V1,
 }
-
-/// Prints `v2`, `v1` or `none` on the machine it runs on.
-pub const DETECT_SCRIPT: &str = "if docker compose version >/dev/null 2>&1; then echo v2; \
-elif command -v docker-compose >/dev/null 2>&1; then echo v1; else echo none; fi";
 
 impl Compose {
     pub fn parse(word: &str) -> Option<Compose> {
@@ -42,10 +39,11 @@ impl Compose {
     }
 }
 
-pub fn detect_local(sh: &Shell) -> Option<Compose> {
-    if sh.ok(&["docker", "compose", "version"]) {
+/// The compose this machine has: v2 preferred.
+pub fn detect_local(sh: &Ctx) -> Option<Compose> {
+    if sh.ok(cmd!(sh, "docker compose version")) {
         Some(Compose::V2)
-    } else if sh.ok(&["docker-compose", "version"]) {
+    } else if sh.ok(cmd!(sh, "docker-compose version")) {
         Some(Compose::V1)
     } else {
         None

@@ -2,14 +2,16 @@
 //! `environments` the xtask deploys to. Unknown keys and wrong types are rejected with the file and
 //! the key path named (exit 2). No secret value ever lives in this file.
 
-use crate::shell::{env_nonempty, usage, Shell};
+use crate::core::contract::CONTRACT_VARS;
+pub use crate::core::contract::{COMPOSE_PATH, CONFIG_PATH};
+use crate::core::exit::{fail, usage};
+use crate::core::util::env_nonempty;
+use crate::ctx::Ctx;
+use crate::sandbox_state;
 use anyhow::Result;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-pub const CONFIG_PATH: &str = "app/obs_deploy/deployment_config.json";
-pub const COMPOSE_PATH: &str = "app/obs_deploy/docker-compose.server.yml";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,14 +91,6 @@ impl Source {
     }
 }
 
-/// The contract variables (section 3.1) and their built-in defaults.
-pub const CONTRACT_VARS: &[(&str, &str)] = &[
-    ("QTS_OBSERVER_STANDALONE", "1"),
-    ("PYTHONPATH", "/app/src:/app"),
-    ("OBSERVER_DATA_DIR", "/app/data/observer"),
-    ("OBSERVER_LOG_DIR", "/app/logs"),
-];
-
 /// environment variable > deployment_config.json > built-in default. An empty variable is unset.
 pub fn effective(
     name: &str,
@@ -128,7 +122,7 @@ pub fn parse(text: &str, origin: &str) -> Result<ConfigFile> {
     Ok(cfg)
 }
 
-pub fn load(sh: &Shell) -> Result<ConfigFile> {
+pub fn load(sh: &Ctx) -> Result<ConfigFile> {
     let path = sh.path(CONFIG_PATH);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| usage(format!("{}: cannot read: {e}", path.display())))?;
@@ -253,7 +247,7 @@ impl Env {
     }
 }
 
-pub fn environment(sh: &Shell, file: &ConfigFile, name: &str) -> Result<Env> {
+pub fn environment(sh: &Ctx, file: &ConfigFile, name: &str) -> Result<Env> {
     let cfg = file.environments.get(name).ok_or_else(|| {
         let known: Vec<&str> = file.environments.keys().map(|s| s.as_str()).collect();
         usage(format!(
@@ -264,12 +258,12 @@ pub fn environment(sh: &Shell, file: &ConfigFile, name: &str) -> Result<Env> {
     resolve(sh, name, cfg.clone())
 }
 
-fn expand(value: &str, key: &str) -> Result<String> {
+fn expand(sh: &Ctx, value: &str, key: &str) -> Result<String> {
     match value.strip_prefix('$') {
         None => Ok(value.to_string()),
         Some(var) => {
             let v = if var == "USER" {
-                env_nonempty("USER").or_else(current_user)
+                env_nonempty("USER").or_else(|| current_user(sh))
             } else {
                 env_nonempty(var)
             };
@@ -286,12 +280,13 @@ fn expand(value: &str, key: &str) -> Result<String> {
     }
 }
 
-fn current_user() -> Option<String> {
-    let out = std::process::Command::new("id").arg("-un").output().ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|s| !s.is_empty())
+fn current_user(sh: &Ctx) -> Option<String> {
+    sh.read(xshell::cmd!(sh, "id -un"))
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
-fn absolute(sh: &Shell, p: &str) -> String {
+fn absolute(sh: &Ctx, p: &str) -> String {
     if let Some(rest) = p.strip_prefix("~/") {
         if let Some(home) = env_nonempty("HOME") {
             return Path::new(&home).join(rest).display().to_string();
@@ -304,13 +299,13 @@ fn absolute(sh: &Shell, p: &str) -> String {
     }
 }
 
-fn resolve(sh: &Shell, name: &str, cfg: EnvConfig) -> Result<Env> {
+fn resolve(sh: &Ctx, name: &str, cfg: EnvConfig) -> Result<Env> {
     let mut servers = Vec::new();
     for s in &cfg.servers {
         servers.push(Server {
             name: s.name.clone(),
-            user: expand(&s.user, &format!("server {} user", s.name))?,
-            host: expand(&s.host, &format!("server {} host", s.name))?,
+            user: expand(sh, &s.user, &format!("server {} user", s.name))?,
+            host: expand(sh, &s.host, &format!("server {} host", s.name))?,
             port: s.port,
         });
     }
@@ -326,9 +321,28 @@ fn resolve(sh: &Shell, name: &str, cfg: EnvConfig) -> Result<Env> {
         cfg,
     };
     if env.cfg.sandbox {
-        crate::sandbox::apply_state(sh, &mut env)?;
+        apply_sandbox(sh, &mut env)?;
     }
     Ok(env)
+}
+
+/// Fills a sandbox environment's addresses from the running sandbox's state.
+fn apply_sandbox(sh: &Ctx, env: &mut Env) -> Result<()> {
+    let st = sandbox_state::load(sh)
+        .ok_or_else(|| fail("the sandbox is not set up: run `cargo xtask sandbox up` first"))?;
+    let p = sandbox_state::Paths::new(sh);
+    env.registry = format!("127.0.0.1:{}", st.registry_port);
+    for s in &mut env.servers {
+        s.port = st.ssh_port;
+        s.user = st.user.clone();
+    }
+    env.known_hosts = p.known_hosts();
+    env.identity = Some(p.client_key());
+    env.git_remote = p.git_remote().display().to_string();
+    env.remote_dir = p.server().join("observer").display().to_string();
+    env.backups_dir = p.server().join("backups").display().to_string();
+    env.cfg.base_image = st.base_image.clone();
+    Ok(())
 }
 
 /// A resolved sandbox environment with fixed addresses, for unit tests of plans.
@@ -388,7 +402,7 @@ mod tests {
         assert!(msg.contains("f.json"), "{msg}");
         assert!(msg.contains("environments.production"), "{msg}");
         assert!(msg.contains("surprise"), "{msg}");
-        assert_eq!(crate::shell::code_of(&e), 2);
+        assert_eq!(crate::core::exit::code_of(&e), 2);
     }
 
     #[test]

@@ -1,35 +1,30 @@
 //! `cargo xtask`: build, push, tag, deploy, snapshot, roll back and check the observer.
-//! This file only parses and dispatches; each command lives in its own module.
+//! This file only parses and dispatches. The layers, each using only those below it (a unit test
+//! in `layers.rs` enforces it): `core` → `ctx`, `sandbox_state` → `config`, `transport`,
+//! `compose`, `registry` → `plan` → `server` → `ops` → `verbs` → `main`.
 
-mod bench;
-mod check_env;
-mod ci;
 mod compose;
 mod config;
-mod demo;
-mod deploy;
+mod core;
+mod ctx;
+#[cfg(test)]
+mod layers;
+mod ops;
 mod plan;
 mod registry;
-mod release;
-mod sandbox;
-mod shell;
-mod snapshot;
-mod ssh;
-mod version;
+mod sandbox_state;
+mod server;
+mod transport;
+mod verbs;
 mod yaml;
 
+use crate::core::exit::{code_of, EXIT_CODES};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-
-const EXIT_CODES: &str = "Exit codes:
-  0  success
-  1  a check or a step failed (nothing further was changed)
-  2  bad usage, an invalid version or an invalid config (nothing was touched)
-  3  deploy: the new version failed its health gate; the last good version is back and healthy
-  4  deploy: the rollback failed too (or a first deploy failed): the service is NOT healthy";
+use verbs::*;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Deployment automation of the observer service", after_help = EXIT_CODES)]
+#[command(name = "cargo xtask", version, about = "Deployment automation of the observer service", after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -46,11 +41,11 @@ enum Cmd {
     /// Deploy a released version over SSH behind a health gate; roll back on failure.
     Deploy(deploy::Deploy),
     /// Go back to the last good version (or --to VERSION) through the same health gate.
-    Rollback(deploy::Rollback),
+    Rollback(rollback::Rollback),
     /// Per server: running version and digest, health, last good version, lock, recent history.
-    Status(deploy::Status),
+    Status(status::Status),
     /// Inspect or break the server's deploy lock.
-    Lock(deploy::Lock),
+    Lock(lock::Lock),
     /// See it work: sandbox up, release two demo versions, deploy both, print status.
     Demo,
     /// Verified backups of the server's state: create, list, verify, restore, prune, download.
@@ -69,7 +64,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let sh = match shell::Shell::new() {
+    let sh = match ctx::Ctx::new() {
         Ok(sh) => sh,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -92,13 +87,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let code = shell::code_of(&e);
             let msg = sh.mask(&format!("{e:#}"));
             if sh.gha {
                 println!("::error::{}", msg.replace('\n', "%0A"));
             }
             eprintln!("error: {msg}");
-            ExitCode::from(code)
+            ExitCode::from(code_of(&e))
         }
     }
 }

@@ -1,9 +1,13 @@
-//! Plan, then execute. A verb builds a `Plan` (the ordered commands, each with the host it runs
-//! on) as data; one `Executor` runs steps, prints a header with the elapsed time per step, and
-//! with `--dry-run` prints the plan instead of running anything that changes state.
+//! Layer 3: plan, then execute. A verb builds its steps as data (`Step`: id, title, host, exact
+//! command, stdin); one `Executor` runs them through a `Transport`, prints a header with the
+//! elapsed time per step (and GitHub Actions groups), masks secrets, and under `--dry-run` prints
+//! a mutating step instead of running it. The real transport runs local steps through xshell and
+//! remote ones over one multiplexed SSH session per server; unit tests substitute a fake that
+//! answers by step id.
 
-use crate::shell::{run_capture, sh_quote, Output, Shell};
-use crate::ssh;
+use crate::core::util::{sh_quote, tail};
+use crate::ctx::{Ctx, Output};
+use crate::transport::Session;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -45,7 +49,7 @@ impl fmt::Debug for Input {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
-    /// Stable identifier that verbs and tests refer to.
+    /// Stable identifier that verbs, the fake transport and tests refer to.
     pub id: &'static str,
     pub title: String,
     pub host: Host,
@@ -93,11 +97,20 @@ impl Step {
         self.input = Input::Data(data);
         self
     }
+    /// The remote script, or the local argv (tests).
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn argv(&self) -> Vec<&str> {
         match &self.cmd {
             Cmd::Local(a) => a.iter().map(|s| s.as_str()).collect(),
             Cmd::Remote(s) => vec![s.as_str()],
+        }
+    }
+    /// The remote script ("" for a local step).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn script(&self) -> &str {
+        match &self.cmd {
+            Cmd::Remote(s) => s,
+            Cmd::Local(_) => "",
         }
     }
     /// How the step is shown: the exact command, with the host it runs on.
@@ -136,7 +149,8 @@ impl Plan {
     pub fn get(&self, id: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.id == id)
     }
-    pub fn print(&self, sh: &Shell) {
+    /// Prints every step, numbered, masked: what `--dry-run` shows.
+    pub fn print(&self, sh: &Ctx) {
         for (i, s) in self.steps.iter().enumerate() {
             let ro = if s.mutates { "" } else { " (read-only)" };
             eprintln!(
@@ -149,33 +163,85 @@ impl Plan {
     }
 }
 
-/// Runs steps: local ones directly, remote ones over one multiplexed SSH connection per server.
-pub struct Executor<'a> {
-    pub sh: &'a Shell,
-    pub dry_run: bool,
-    servers: BTreeMap<String, ssh::Session>,
-    /// (step title, seconds) in the order run.
-    pub timings: Vec<(String, f64)>,
+/// How steps reach their host. `exec` returns the output whatever the exit status.
+pub trait Transport {
+    fn exec(&mut self, sh: &Ctx, step: &Step) -> Result<Output>;
+    /// A remote script as a duct expression over the server's one connection (streams).
+    fn stream(&mut self, server: &str, script: &str, stdin: bool) -> Result<duct::Expression>;
+    /// SSH connections opened so far (must stay one per server).
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn connections(&self) -> u32;
 }
 
-impl<'a> Executor<'a> {
-    pub fn new(sh: &'a Shell, dry_run: bool) -> Executor<'a> {
-        Executor {
-            sh,
-            dry_run,
-            servers: BTreeMap::new(),
-            timings: Vec::new(),
-        }
-    }
+/// The real transport: local steps through xshell, remote ones over SSH sessions.
+#[derive(Default)]
+pub struct Real {
+    servers: BTreeMap<String, Session>,
+}
 
-    pub fn add_server(&mut self, session: ssh::Session) {
-        self.servers.insert(session.name().to_string(), session);
+impl Real {
+    pub fn with(session: Session) -> Real {
+        let mut r = Real::default();
+        r.servers.insert(session.name().to_string(), session);
+        r
     }
-
-    pub fn session(&mut self, name: &str) -> Result<&mut ssh::Session> {
+    fn session(&mut self, name: &str) -> Result<&mut Session> {
         self.servers
             .get_mut(name)
             .with_context(|| format!("no SSH session for server `{name}`"))
+    }
+}
+
+impl Transport for Real {
+    fn exec(&mut self, sh: &Ctx, step: &Step) -> Result<Output> {
+        let stdin = match &step.input {
+            Input::None => None,
+            Input::Secret(d) | Input::Data(d) => Some(d.as_slice()),
+        };
+        match (&step.host, &step.cmd) {
+            (Host::Local, Cmd::Local(argv)) => sh.capture(sh.cmd(&argv[0]).args(&argv[1..]), stdin),
+            (Host::Server(name), Cmd::Remote(script)) => self.session(name)?.run(script, stdin),
+            _ => anyhow::bail!("step `{}`: a local command needs Host::Local", step.id),
+        }
+    }
+    fn stream(&mut self, server: &str, script: &str, stdin: bool) -> Result<duct::Expression> {
+        self.session(server)?.expr(script, stdin)
+    }
+    fn connections(&self) -> u32 {
+        self.servers.values().map(|s| s.connections).sum()
+    }
+}
+
+/// Runs steps and keeps their timings and the ids of the steps run under a header.
+pub struct Executor<'a> {
+    pub sh: &'a Ctx,
+    pub dry_run: bool,
+    transport: Box<dyn Transport + 'a>,
+    /// (step title, seconds) in the order run.
+    pub timings: Vec<(String, f64)>,
+    /// The ids of the steps run through [`Executor::run_step`] / [`Executor::step_of`], in order.
+    pub done: Vec<&'static str>,
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(sh: &'a Ctx, dry_run: bool, transport: Box<dyn Transport + 'a>) -> Executor<'a> {
+        Executor {
+            sh,
+            dry_run,
+            transport,
+            timings: Vec::new(),
+            done: Vec::new(),
+        }
+    }
+
+    /// A remote script as a duct expression over the server's connection (streams).
+    pub fn stream(&mut self, server: &str, script: &str, stdin: bool) -> Result<duct::Expression> {
+        self.transport.stream(server, script, stdin)
+    }
+
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn connections(&self) -> u32 {
+        self.transport.connections()
     }
 
     /// Runs one step and returns its output, whatever its exit status. Under `--dry-run` a
@@ -186,26 +252,10 @@ impl<'a> Executor<'a> {
             return Ok(Output {
                 ok: true,
                 code: Some(0),
-                stdout: String::new(),
-                stderr: String::new(),
+                ..Output::default()
             });
         }
-        let stdin = match &step.input {
-            Input::None => None,
-            Input::Secret(d) | Input::Data(d) => Some(d.as_slice()),
-        };
-        match (&step.host, &step.cmd) {
-            (Host::Local, Cmd::Local(argv)) => {
-                let mut c = self.sh.cmd(&argv[0]);
-                c.args(&argv[1..]);
-                run_capture(&mut c, stdin).with_context(|| format!("running `{}`", argv[0]))
-            }
-            (Host::Server(name), Cmd::Remote(script)) => {
-                let session = self.session(name)?;
-                session.run(script, stdin)
-            }
-            _ => anyhow::bail!("step `{}`: a local command needs Host::Local", step.id),
-        }
+        self.transport.exec(self.sh, step)
     }
 
     /// Runs one step; a non-zero exit is an error that names the step, the command and its
@@ -213,31 +263,42 @@ impl<'a> Executor<'a> {
     pub fn run(&mut self, step: &Step) -> Result<Output> {
         let out = self.exec(step)?;
         if !out.ok {
-            let detail = [out.stderr.trim(), out.stdout.trim()]
-                .iter()
-                .filter(|s| !s.is_empty())
-                .map(|s| tail(s, 20))
-                .collect::<Vec<_>>()
-                .join("\n");
-            return Err(anyhow::anyhow!(
-                "{} failed (exit {}):\n    {}\n{}",
-                step.title,
-                out.code
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "by signal".into()),
-                self.sh.mask(&step.render()),
-                self.sh.mask(&detail)
-            ));
+            return Err(anyhow::anyhow!(self.failure(step, &out)));
         }
         Ok(out)
     }
 
-    /// Runs one step under its own header.
-    pub fn run_step(&mut self, step: &Step) -> Result<Output> {
-        self.step(&step.title, |x| x.run(step))
+    /// The message for a failed step: title, exit status, masked command, masked output tail.
+    pub fn failure(&self, step: &Step, out: &Output) -> String {
+        let detail = [out.stderr.trim(), out.stdout.trim()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| tail(s, 20))
+            .collect::<Vec<_>>()
+            .join("\n");
+        format!(
+            "{} failed (exit {}):\n    {}\n{}",
+            step.title,
+            out.code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "by signal".into()),
+            self.sh.mask(&step.render()),
+            self.sh.mask(&detail)
+        )
     }
 
-    /// A step header with its elapsed time: `==> title` ... `    done in 1.2s`.
+    /// Runs one step under its own header.
+    pub fn run_step(&mut self, step: &Step) -> Result<Output> {
+        self.step_of(step, |x| x.run(step))
+    }
+
+    /// Runs `f` under `step`'s header, recording the step's id as done.
+    pub fn step_of<T>(&mut self, step: &Step, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.done.push(step.id);
+        self.step(&step.title, f)
+    }
+
+    /// A step header with its elapsed time: `==> title` ... `    ok (1.2s)`.
     pub fn step<T>(&mut self, title: &str, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         if self.sh.gha {
             println!("::group::{title}");
@@ -256,28 +317,6 @@ impl<'a> Executor<'a> {
         }
         r
     }
-
-    pub fn close(&mut self) {
-        for (_, s) in std::mem::take(&mut self.servers) {
-            s.close();
-        }
-    }
-}
-
-impl Drop for Executor<'_> {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-pub fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    let start = lines.len().saturating_sub(n);
-    lines[start..]
-        .iter()
-        .map(|l| format!("    | {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
-//! The registry's HTTP API (distribution v2), through `curl` with its config on stdin, so that the
+//! Layer 2. The registry's HTTP API (distribution v2), through `curl` with its config on stdin, so that the
 //! token never reaches argv. Works with htpasswd basic auth (the sandbox) and with bearer-token
 //! registries such as GHCR.
 
 use crate::config::Env;
-use crate::shell::{env_nonempty, run_capture, Shell};
+use crate::core::util::env_nonempty;
+use crate::ctx::Ctx;
+use crate::sandbox_state;
 use anyhow::{bail, Context, Result};
 
 pub const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, \
@@ -18,14 +20,14 @@ pub struct Creds {
 }
 
 /// `REGISTRY_USER`/`REGISTRY_TOKEN`, or the sandbox's generated ones.
-pub fn credentials(sh: &Shell, env: &Env) -> Option<Creds> {
+pub fn credentials(sh: &Ctx, env: &Env) -> Option<Creds> {
     let c = match (
         env_nonempty("REGISTRY_USER"),
         env_nonempty("REGISTRY_TOKEN"),
     ) {
         (Some(user), Some(token)) => Some(Creds { user, token }),
         _ if env.cfg.sandbox => {
-            crate::sandbox::registry_credentials(sh).map(|(user, token)| Creds { user, token })
+            sandbox_state::registry_credentials(sh).map(|(user, token)| Creds { user, token })
         }
         _ => None,
     };
@@ -57,7 +59,7 @@ fn curl_quote(s: &str) -> String {
 
 /// One request. `auth` is a curl config line (`user = ...` or `header = ...`), fed on stdin.
 fn request(
-    sh: &Shell,
+    sh: &Ctx,
     method: &str,
     url: &str,
     accept: &str,
@@ -68,24 +70,15 @@ fn request(
         cfg.push_str(a);
         cfg.push('\n');
     }
-    let mut c = sh.cmd("curl");
-    c.args([
-        "-sS",
-        "-i",
-        "--max-time",
-        "30",
-        "-K",
-        "-",
-        "-X",
-        method,
-        "-H",
-    ])
-    .arg(format!("Accept: {accept}"));
-    if method == "HEAD" {
-        c.arg("-I");
-    }
-    c.arg("-L").arg(url);
-    let out = run_capture(&mut c, Some(cfg.as_bytes())).context("running curl")?;
+    let accept = format!("Accept: {accept}");
+    let head = if method == "HEAD" { Some("-I") } else { None };
+    let c = xshell::cmd!(
+        sh,
+        "curl -sS -i --max-time 30 -K - -X {method} -H {accept} {head...} -L {url}"
+    );
+    let out = sh
+        .capture(c, Some(cfg.as_bytes()))
+        .context("running curl")?;
     if !out.ok {
         bail!(
             "cannot reach the registry at {url}: {}",
@@ -149,14 +142,14 @@ pub fn bearer_challenge(h: &str) -> Option<(String, String, String)> {
 }
 
 pub struct Client<'a> {
-    sh: &'a Shell,
+    sh: &'a Ctx,
     base: String,
     creds: Option<Creds>,
     auth: Option<String>,
 }
 
 impl<'a> Client<'a> {
-    pub fn new(sh: &'a Shell, env: &Env) -> Client<'a> {
+    pub fn new(sh: &'a Ctx, env: &Env) -> Client<'a> {
         Client {
             sh,
             base: env.registry_url(),

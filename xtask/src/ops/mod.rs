@@ -1,0 +1,135 @@
+//! Layer 5: operations shared by the verbs: the connection, the steps of a deploy (built in one
+//! place), the health gate, reading the server's records, snapshots, and the rollout with its
+//! rollback decision tree.
+
+pub mod rollout;
+pub mod snapshot;
+pub mod steps;
+
+use crate::config::{Env, Server};
+use crate::core::contract::APP_SECRETS;
+use crate::core::exit::usage;
+use crate::core::records::{HistoryRecord, LockHolder};
+use crate::core::util::{env_nonempty, hostname};
+use crate::ctx::Ctx;
+use crate::plan::{Executor, Real, Step};
+use crate::server::{self, gate::Gate};
+use crate::transport::Session;
+use anyhow::{bail, Result};
+use steps::Steps;
+
+/// `user@host`, with ` (GitHub Actions)` under Actions.
+pub fn who() -> String {
+    let user = env_nonempty("GITHUB_ACTOR")
+        .or_else(|| env_nonempty("USER"))
+        .unwrap_or_else(|| "unknown".into());
+    let via = if env_nonempty("GITHUB_ACTIONS").is_some() {
+        " (GitHub Actions)"
+    } else {
+        ""
+    };
+    format!("{user}@{}{via}", hostname())
+}
+
+/// The server's `.env` for `version`, with the application secrets present in this process's
+/// environment (registered for masking). A value with a newline is refused (exit 2).
+pub fn env_text(sh: &Ctx, env: &Env, version: &str) -> Result<String> {
+    let mut secrets = Vec::new();
+    for name in APP_SECRETS {
+        if let Some(v) = env_nonempty(name) {
+            if v.contains('\n') || v.contains('\r') {
+                return Err(usage(format!(
+                    "{name} contains a newline, which a .env file cannot hold"
+                )));
+            }
+            sh.secret(&v);
+            secrets.push((*name, v));
+        }
+    }
+    Ok(server::app::env_file(env, version, &secrets))
+}
+
+/// A holder record whose process ran on this machine and is gone: its deploy died (killed, or
+/// the machine rebooted) and can never release the lock itself.
+pub fn holder_dead_here(h: &LockHolder) -> bool {
+    h.host == hostname()
+        && h.pid != 0
+        && !std::path::Path::new(&format!("/proc/{}", h.pid)).exists()
+}
+
+/// The executor with this environment's one server session (opened lazily by the first remote
+/// step). More than one server per environment is refused.
+pub fn connect<'a>(sh: &'a Ctx, env: &Env, dry_run: bool) -> Result<(Executor<'a>, Server)> {
+    if env.servers.len() != 1 {
+        bail!(
+            "this tool drives one server per environment; {} has {}",
+            env.name,
+            env.servers.len()
+        );
+    }
+    let server = env.servers[0].clone();
+    let t = Real::with(Session::new(env, &server)?);
+    Ok((Executor::new(sh, dry_run, Box::new(t)), server))
+}
+
+/// Starts `version` with compose and runs the health gate (deploy, rollback, snapshot restore).
+pub fn start_and_gate(
+    x: &mut Executor,
+    st: &Steps,
+    version: &str,
+    c: crate::compose::Compose,
+) -> Result<Gate> {
+    x.run_step(&st.up(version, c))?;
+    gate(x, st, version)
+}
+
+/// Runs the health gate for `version` and prints what it found (masked).
+pub fn gate(x: &mut Executor, st: &Steps, version: &str) -> Result<Gate> {
+    let step = st.gate(version);
+    let out = x.step_of(&step, |x| x.exec(&step))?;
+    let gate = server::gate::parse(&out.stdout);
+    for l in &gate.lines {
+        eprintln!("    {}", x.sh.mask(l));
+    }
+    Ok(gate)
+}
+
+/// The last `n` history records (unparsable lines skipped).
+pub fn read_history(
+    x: &mut Executor,
+    server: &str,
+    env: &Env,
+    n: usize,
+) -> Result<Vec<HistoryRecord>> {
+    let out = x.run(
+        &Step::remote(
+            "history-read",
+            "Read history",
+            server,
+            server::history::read(env, n),
+        )
+        .read_only(),
+    )?;
+    Ok(out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+/// The running version and the whole history, over `x`'s one session.
+pub fn running_and_history(
+    x: &mut Executor,
+    env: &Env,
+    server: &str,
+) -> Result<(String, Vec<HistoryRecord>)> {
+    let st = Steps::new(env, server);
+    let probe = server::probe::parse(&x.run(&st.probe())?.stdout);
+    Ok((
+        server::tag_of(&probe.running),
+        read_history(x, server, env, 100_000)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,179 @@
+//! Every step of a deploy on one server, built in ONE place: a step's id, title, host, script and
+//! stdin are decided here. The plan (`--dry-run`, unit tests) and the run (including the rollback
+//! and a snapshot restore) all take their steps from here.
+
+use crate::compose::Compose;
+use crate::config::Env;
+use crate::core::records::{HistoryRecord, LastGood, LockHolder};
+use crate::plan::Step;
+use crate::registry::Creds;
+use crate::server::{app, gate, history, lock, probe, snapshot};
+
+pub struct Steps<'a> {
+    pub env: &'a Env,
+    pub server: String,
+}
+
+impl<'a> Steps<'a> {
+    pub fn new(env: &'a Env, server: &str) -> Steps<'a> {
+        Steps {
+            env,
+            server: server.to_string(),
+        }
+    }
+    fn remote(&self, id: &'static str, title: impl Into<String>, script: String) -> Step {
+        Step::remote(id, title, &self.server, script)
+    }
+    /// The registry check (shown as the equivalent request; run through `registry::Client`).
+    pub fn verify(&self, version: &str) -> Step {
+        let env = self.env;
+        let url = format!(
+            "{}/v2/{}/manifests/{version}",
+            env.registry_url(),
+            env.repo_path()
+        );
+        Step::local(
+            "verify",
+            format!("Verify {} in the registry", env.image(version)),
+            &["curl", "-I", &url],
+        )
+        .read_only()
+    }
+    pub fn probe(&self) -> Step {
+        self.remote(
+            "probe",
+            format!("Connect to {} and probe it", self.server),
+            probe::script(self.env),
+        )
+        .read_only()
+    }
+    pub fn lock(&self, holder: &LockHolder) -> Step {
+        self.remote("lock", "Take the deploy lock", lock::acquire(self.env))
+            .data_stdin(serde_json::to_vec(holder).unwrap_or_default())
+    }
+    pub fn upload(&self, id: &'static str, name: &str, data: Vec<u8>) -> Step {
+        self.remote(
+            id,
+            format!("Upload {name}"),
+            app::upload(self.env, name, "644"),
+        )
+        .data_stdin(data)
+    }
+    pub fn upload_env(&self, env_text: String) -> Step {
+        self.remote(
+            "upload-env",
+            "Upload .env (mode 0600)",
+            app::upload(self.env, ".env", "600"),
+        )
+        .secret_stdin(env_text.into_bytes())
+    }
+    pub fn dirs(&self) -> Step {
+        self.remote(
+            "dirs",
+            "Prepare config/ logs/ data/",
+            app::make_dirs(self.env),
+        )
+    }
+    pub fn pull(&self, version: &str, creds: Option<&Creds>) -> Step {
+        let image = self.env.image(version);
+        let data = creds
+            .map(|c| format!("{}\n{}\n", c.user, c.token))
+            .unwrap_or_default();
+        self.remote(
+            "pull",
+            format!("Pull {image} (the old version keeps running)"),
+            app::pull(self.env, &image, creds.is_some()),
+        )
+        .secret_stdin(data.into_bytes())
+    }
+    pub fn chown(&self, version: &str) -> Step {
+        self.remote(
+            "chown",
+            "Give config/ logs/ data/ to the image's user (uid 10001) where needed",
+            app::chown(self.env, &self.env.image(version)),
+        )
+    }
+    /// The pre-deploy snapshot (run as a stream by `ops::snapshot::create`; shown as its parts).
+    pub fn snapshot(&self) -> Step {
+        self.remote(
+            "snapshot",
+            "Pre-deploy snapshot",
+            format!(
+                "{}  | (sha256 per entry, zstd, sha256 on the controller) | [{}] {}",
+                snapshot::tar(self.env, false),
+                self.server,
+                snapshot::write_partial(self.env, "<ID>.tar.zst.partial")
+            ),
+        )
+    }
+    pub fn up(&self, version: &str, c: Compose) -> Step {
+        self.remote(
+            "up",
+            format!("Start {version} ({})", c.describe()),
+            app::up(self.env, c),
+        )
+    }
+    pub fn gate(&self, version: &str) -> Step {
+        self.remote(
+            "gate",
+            format!("Health gate for {version} (contract §6.3)"),
+            gate::script(self.env, version, self.env.cfg.health_timeout_s),
+        )
+        .read_only()
+    }
+    pub fn logs(&self) -> Step {
+        self.remote("logs", "Container logs", app::logs())
+            .read_only()
+    }
+    pub fn stop(&self, c: Compose) -> Step {
+        self.remote("stop", "Stop the service", app::down(self.env, c))
+    }
+    pub fn down(&self, c: Compose) -> Step {
+        self.remote(
+            "down",
+            "Stop the failed container (no last good version)",
+            app::down(self.env, c),
+        )
+    }
+    pub fn record(&self, lg: &LastGood) -> Step {
+        self.remote(
+            "record",
+            "Record last_good_tag",
+            history::record_last_good(self.env, lg),
+        )
+    }
+    pub fn history(&self, record: &HistoryRecord) -> Step {
+        let mut line = serde_json::to_vec(record).unwrap_or_default();
+        line.push(b'\n');
+        self.remote(
+            "history",
+            "Append to .deploy/history.jsonl",
+            history::append(self.env),
+        )
+        .data_stdin(line)
+    }
+    pub fn prune(&self) -> Step {
+        self.remote(
+            "prune",
+            format!(
+                "Prune old images (keep {}, the running and the last good)",
+                self.env.cfg.keep_images
+            ),
+            app::images(self.env),
+        )
+    }
+    pub fn rmi(&self, tags: &[String]) -> Step {
+        self.remote(
+            "prune-rm",
+            format!("Remove {} old image(s)", tags.len()),
+            app::rmi(self.env, tags),
+        )
+    }
+    pub fn unlock(&self, lock_id: &str) -> Step {
+        self.remote(
+            "unlock",
+            "Release the deploy lock",
+            lock::release(self.env, lock_id),
+        )
+    }
+}

@@ -1,0 +1,90 @@
+//! Layer 1: where the sandbox keeps its state (`target/sandbox/`, or `XTASK_SANDBOX_DIR`), and the
+//! state record `sandbox up` writes. The configuration reads the sandbox's addresses through this
+//! module only; starting and stopping the sandbox is the `sandbox` verb's business.
+
+use crate::core::util::env_nonempty;
+use crate::ctx::Ctx;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::PathBuf;
+
+pub const DIR: &str = "target/sandbox";
+/// The base image built by debootstrap when `python:3.11-slim` is absent.
+pub const BASE_TAG: &str = "observer-base:py3-bookworm";
+/// The sandbox registry's user (htpasswd).
+pub const REGISTRY_USER: &str = "observer-ci";
+
+/// `target/sandbox/state.json`: what `sandbox up` started, and where.
+#[derive(Serialize, Deserialize, Default, Debug, Clone)]
+pub struct State {
+    pub registry_pid: Option<u32>,
+    pub registry_port: u16,
+    pub registry_kind: String,
+    pub sshd_pid: Option<u32>,
+    pub ssh_port: u16,
+    pub user: String,
+    pub base_image: String,
+}
+
+/// The sandbox's files.
+pub struct Paths {
+    pub root: PathBuf,
+}
+
+impl Paths {
+    /// `target/sandbox/`, or `XTASK_SANDBOX_DIR` (tests share one sandbox across scratch clones).
+    pub fn new(sh: &Ctx) -> Paths {
+        let root = env_nonempty("XTASK_SANDBOX_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| sh.path(DIR));
+        Paths { root }
+    }
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    pub fn registry(&self) -> PathBuf {
+        self.root.join("registry")
+    }
+    pub fn token(&self) -> PathBuf {
+        self.registry().join("token")
+    }
+    pub fn ssh(&self) -> PathBuf {
+        self.root.join("ssh")
+    }
+    pub fn client_key(&self) -> PathBuf {
+        self.ssh().join("client_ed25519")
+    }
+    pub fn known_hosts(&self) -> PathBuf {
+        self.ssh().join("known_hosts")
+    }
+    pub fn sshd_log(&self) -> PathBuf {
+        self.ssh().join("sshd.log")
+    }
+    pub fn git_remote(&self) -> PathBuf {
+        self.root.join("git/observer.git")
+    }
+    pub fn server(&self) -> PathBuf {
+        self.root.join("server")
+    }
+}
+
+/// The recorded state, when the sandbox was set up.
+pub fn load(sh: &Ctx) -> Option<State> {
+    let text = fs::read_to_string(Paths::new(sh).state()).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Writes the state (temp file + rename).
+pub fn save(p: &Paths, st: &State) -> Result<()> {
+    let tmp = p.root.join("state.json.tmp");
+    fs::write(&tmp, serde_json::to_string_pretty(st)?)?;
+    fs::rename(&tmp, p.state())?;
+    Ok(())
+}
+
+/// The sandbox registry's generated credentials: (user, token).
+pub fn registry_credentials(sh: &Ctx) -> Option<(String, String)> {
+    let token = fs::read_to_string(Paths::new(sh).token()).ok()?;
+    Some((REGISTRY_USER.to_string(), token.trim().to_string()))
+}

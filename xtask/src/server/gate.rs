@@ -1,0 +1,70 @@
+//! The health gate (contract §6.3): the container healthy, `/health` answering 200 from the
+//! server, `config/observer/` present, the start line in `logs/observer.log`, the contract env
+//! injected (values for non-secrets, presence for secrets), the forbidden variable absent.
+
+use super::q;
+use crate::config::Env;
+use crate::core::contract::{start_line, APP_SECRETS, CONTAINER, CONTRACT_VARS, FORBIDDEN_VAR};
+
+/// Waits up to `timeout_s` seconds for the container's health, then checks every criterion, one
+/// line each: `ok NAME DETAIL` or `fail NAME DETAIL`, plus `env K=V` / `secret K=set|unset` /
+/// `forbidden K=set` lines read inside the container.
+pub fn script(env: &Env, version: &str, timeout_s: u64) -> String {
+    let r = q(&env.remote_dir);
+    let port = env.cfg.host_port;
+    let plain: Vec<&str> = CONTRACT_VARS.iter().map(|(n, _)| *n).collect();
+    let started = start_line(version);
+    format!(
+        r#"s=none; i=0; while [ $i -lt {timeout_s} ]; do s=$(docker inspect -f '{{{{if .State.Health}}}}{{{{.State.Health.Status}}}}{{{{else}}}}{{{{.State.Status}}}}{{{{end}}}}' {CONTAINER} 2>/dev/null || echo missing); [ "$s" = healthy ] && break; [ "$s" = unhealthy ] && break; sleep 1; i=$((i+1)); done
+if [ "$s" = healthy ]; then echo "ok health container healthy"; else echo "fail health container $s after ${{i}}s"; fi
+img=$(docker inspect -f '{{{{.Config.Image}}}}' {CONTAINER} 2>/dev/null); case "$img" in *:{version}) echo "ok image $img";; *) echo "fail image running $img, expected {version}";; esac
+if command -v curl >/dev/null 2>&1; then code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://127.0.0.1:{port}/health); else docker exec {CONTAINER} python3 -m observer.healthcheck && code=200 || code=000; fi
+if [ "$code" = 200 ]; then echo "ok http /health answered 200"; else echo "fail http /health answered $code"; fi
+if [ -d {r}/config/observer ]; then echo "ok archive-dir config/observer exists"; else echo "fail archive-dir config/observer missing"; fi
+if grep -q '{started}' {r}/logs/observer.log 2>/dev/null; then echo "ok start-line found in logs/observer.log"; else echo "fail start-line no '{started}' in logs/observer.log"; fi
+docker exec {CONTAINER} sh -c 'for n in {plain}; do printf "env %s=%s\n" "$n" "$(printenv "$n")"; done; for n in {secret}; do if [ -n "$(printenv "$n")" ]; then echo "secret $n=set"; else echo "secret $n=unset"; fi; done; if [ -n "$(printenv {FORBIDDEN_VAR})" ]; then echo "forbidden {FORBIDDEN_VAR}=set"; fi' 2>/dev/null || echo "fail env cannot exec in the container"
+"#,
+        plain = plain.join(" "),
+        secret = APP_SECRETS.join(" "),
+    )
+}
+
+/// What the gate found: the failed criteria (empty: passed) and every line it printed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gate {
+    pub failed: Vec<String>,
+    pub lines: Vec<String>,
+}
+
+impl Gate {
+    pub fn passed(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// Parses [`script`]'s output; a contract variable with another value than the contract's fails.
+pub fn parse(out: &str) -> Gate {
+    let mut failed = Vec::new();
+    let mut lines = Vec::new();
+    for l in out.lines() {
+        lines.push(l.to_string());
+        if let Some(rest) = l.strip_prefix("fail ") {
+            failed.push(rest.to_string());
+        } else if let Some(kv) = l.strip_prefix("env ") {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            match CONTRACT_VARS.iter().find(|(n, _)| *n == k) {
+                Some((_, want)) if *want != v => {
+                    failed.push(format!("env {k}={v}, expected {want}"))
+                }
+                _ => {}
+            }
+        } else if let Some(rest) = l.strip_prefix("forbidden ") {
+            failed.push(format!("forbidden variable {rest} is set in the container"));
+        }
+    }
+    if !lines.iter().any(|l| l.starts_with("env ")) && !failed.iter().any(|f| f.starts_with("env"))
+    {
+        failed.push("env: the container's environment could not be read".into());
+    }
+    Gate { failed, lines }
+}

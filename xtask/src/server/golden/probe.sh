@@ -1,0 +1,2 @@
+# golden: server builder `probe` (see server/tests.rs)
+mkdir -p '/srv/obs dir/it'\''s' '/srv/obs dir/it'\''s/.deploy' && cd '/srv/obs dir/it'\''s' && echo "compose=$(if docker compose version >/dev/null 2>&1; then echo v2; elif command -v docker-compose >/dev/null 2>&1; then echo v1; else echo none; fi)" && echo "last_good=$(cat '/srv/obs dir/it'\''s/.deploy'/last_good_tag 2>/dev/null)" && echo "running=$(docker inspect -f '{{.Config.Image}}' qts-observer 2>/dev/null)"

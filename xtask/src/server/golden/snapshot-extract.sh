@@ -1,0 +1,2 @@
+# golden: server builder `snapshot-extract` (see server/tests.rs)
+cd '/srv/obs dir/it'\''s' && tar -xf - --numeric-owner

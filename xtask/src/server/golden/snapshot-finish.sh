@@ -1,0 +1,2 @@
+# golden: server builder `snapshot-finish` (see server/tests.rs)
+cd '/srv/obs backups' && mv -f 20261129T100000Z-abcdef.tar.zst.partial 20261129T100000Z-abcdef.tar.zst && printf '%s  %s\n' ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad 20261129T100000Z-abcdef.tar.zst > 20261129T100000Z-abcdef.tar.zst.sha256 && cat > 20261129T100000Z-abcdef.manifest.json.tmp && mv -f 20261129T100000Z-abcdef.manifest.json.tmp 20261129T100000Z-abcdef.manifest.json

@@ -1,0 +1,2 @@
+# golden: server builder `snapshot-tar-no-logs` (see server/tests.rs)
+cd '/srv/obs dir/it'\''s' && set -- && for d in config data .deploy; do [ -e "$d" ] && set -- "$@" "$d"; done; tar -cf - --numeric-owner --exclude=.deploy/lock "$@"; rc=$?; [ $rc -le 1 ]

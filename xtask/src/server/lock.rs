@@ -1,0 +1,34 @@
+//! The deploy lock: `mkdir <remote_dir>/.deploy/lock` (atomic on every POSIX file system) with the
+//! holder record (`core::records::LockHolder`) fed on stdin.
+
+use super::{deploy_dir, q};
+use crate::config::Env;
+
+/// Takes the lock, writing stdin as the holder; prints `acquired`, or the current holder's
+/// record and `held` (exit 1).
+pub fn acquire(env: &Env) -> String {
+    let d = q(&deploy_dir(env));
+    format!("mkdir -p {d} && if mkdir {d}/lock 2>/dev/null; then cat > {d}/lock/holder.json && echo acquired; else cat {d}/lock/holder.json 2>/dev/null; echo; echo held; exit 1; fi")
+}
+
+/// Releases the lock only when the holder record carries `id`.
+pub fn release(env: &Env, id: &str) -> String {
+    let d = q(&deploy_dir(env));
+    format!(
+        "grep -q {} {d}/lock/holder.json 2>/dev/null && rm -rf {d}/lock; true",
+        q(id)
+    )
+}
+
+/// Prints the holder record (nothing when the lock is free).
+pub fn read(env: &Env) -> String {
+    format!(
+        "cat {}/lock/holder.json 2>/dev/null; true",
+        q(&deploy_dir(env))
+    )
+}
+
+/// Breaks the lock whoever holds it (`lock release --force`).
+pub fn force_release(env: &Env) -> String {
+    format!("rm -rf {}/lock", q(&deploy_dir(env)))
+}

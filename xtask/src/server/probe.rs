@@ -1,0 +1,61 @@
+//! The server's facts, read in one round trip: compose, last good version, what runs; the status
+//! report; and check-env's remote checks.
+
+use super::{deploy_dir, field, q};
+use crate::config::Env;
+use crate::core::contract::{APP_SECRETS, CONTAINER, CONTRACT_VARS};
+use crate::core::records::LastGood;
+
+/// Prints `v2`, `v1` or `none` on the machine it runs on.
+pub const DETECT_COMPOSE: &str = "if docker compose version >/dev/null 2>&1; then echo v2; \
+elif command -v docker-compose >/dev/null 2>&1; then echo v1; else echo none; fi";
+
+/// Creates the deploy root and `.deploy/`, then prints `compose=`, `last_good=`, `running=`.
+pub fn script(env: &Env) -> String {
+    let r = q(&env.remote_dir);
+    let d = q(&deploy_dir(env));
+    format!(
+        "mkdir -p {r} {d} && cd {r} && echo \"compose=$({DETECT_COMPOSE})\" && echo \"last_good=$(cat {d}/last_good_tag 2>/dev/null)\" && echo \"running=$(docker inspect -f '{{{{.Config.Image}}}}' {CONTAINER} 2>/dev/null)\""
+    )
+}
+
+/// What [`script`] printed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Probe {
+    /// `v1`, `v2` or `none`.
+    pub compose: String,
+    pub last_good: Option<LastGood>,
+    /// The running container's image reference ("" when none runs).
+    pub running: String,
+}
+
+pub fn parse(out: &str) -> Probe {
+    Probe {
+        compose: field(out, "compose").to_string(),
+        last_good: LastGood::parse(field(out, "last_good")),
+        running: field(out, "running").to_string(),
+    }
+}
+
+/// `status`: the running container's image, state, start time, digests, last good, lock.
+pub fn status_script(env: &Env) -> String {
+    let d = q(&deploy_dir(env));
+    format!(
+        "echo \"image=$(docker inspect -f '{{{{.Config.Image}}}}' {CONTAINER} 2>/dev/null)\"; echo \"state=$(docker inspect -f '{{{{.State.Status}}}} {{{{if .State.Health}}}}{{{{.State.Health.Status}}}}{{{{end}}}}' {CONTAINER} 2>/dev/null)\"; echo \"started=$(docker inspect -f '{{{{.State.StartedAt}}}}' {CONTAINER} 2>/dev/null)\"; echo \"digests=$(docker image inspect -f '{{{{json .RepoDigests}}}}' \"$(docker inspect -f '{{{{.Image}}}}' {CONTAINER} 2>/dev/null)\" 2>/dev/null)\"; echo \"last_good=$(cat {d}/last_good_tag 2>/dev/null)\"; echo \"lock=$(cat {d}/lock/holder.json 2>/dev/null)\""
+    )
+}
+
+/// `check-env --remote`: docker and compose there, the deploy root, `.env`'s mode, free disk,
+/// and the contract env inside the running container (secrets by presence only).
+pub fn remote_checks_script(env: &Env) -> String {
+    let rd = q(&env.remote_dir);
+    let plain = CONTRACT_VARS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let secrets = APP_SECRETS.join(" ");
+    format!(
+        "echo \"compose=$({DETECT_COMPOSE})\"; echo \"docker=$(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null)\"; echo \"dir=$(stat -c '%U %a' {rd} 2>/dev/null)\"; echo \"writable=$(test -w {rd} && echo yes)\"; echo \"envmode=$(stat -c %a {rd}/.env 2>/dev/null)\"; echo \"disk=$(df -Pk {rd} 2>/dev/null | awk 'NR==2{{print $4}}')\"; docker exec {CONTAINER} sh -c 'for n in {plain}; do printf \"cenv %s=%s\\n\" \"$n\" \"$(printenv \"$n\")\"; done; for n in {secrets}; do if [ -n \"$(printenv \"$n\")\" ]; then echo \"csecret $n=set\"; else echo \"csecret $n=unset\"; fi; done' 2>/dev/null; true"
+    )
+}

@@ -1,0 +1,301 @@
+//! Snapshots on the server's side: the record types (`ID.manifest.json`), the id and entry rules,
+//! and the scripts that tar the deploy root, write the archive, finish it (checksum, manifest
+//! last), list, read, extract, move the current state aside and prune.
+
+use super::q;
+use crate::config::Env;
+use crate::core::exit::usage;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::path::{Component, Path};
+
+/// One tar entry as the manifest records it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub path: String,
+    /// `file`, `dir`, `symlink`, `hardlink`, `char-device`, `block-device`, `fifo`, `other`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Bytes.
+    pub size: u64,
+    pub mode: u32,
+    /// Lowercase hex, files only.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub link: Option<String>,
+}
+
+/// `ID.manifest.json`, written last: without it a snapshot is incomplete.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Manifest {
+    pub id: String,
+    /// RFC 3339 UTC.
+    pub created: String,
+    pub env: String,
+    pub server: String,
+    /// The version running when the snapshot was taken (empty: none).
+    pub version: String,
+    pub no_logs: bool,
+    pub archive: ArchiveInfo,
+    pub entries: Vec<Entry>,
+    /// JSON-lines files captured while being appended to: bytes after their last newline, which
+    /// a restore cuts off so that every line of the restored file parses.
+    pub partial_tails: Vec<PartialTail>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ArchiveInfo {
+    /// `ID.tar.zst`.
+    pub file: String,
+    /// Bytes.
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct PartialTail {
+    pub path: String,
+    pub keep_bytes: u64,
+}
+
+/// A snapshot id: `[A-Za-z0-9.-]`, at most 64, not starting with `.` or `-` (exit 2 otherwise).
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with(['.', '-'])
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(usage(format!(
+            "invalid snapshot id {id:?}: letters, digits, '-' and '.' only (see `snapshot list`)"
+        )))
+    }
+}
+
+/// Refuses what a restore must never write: absolute paths, `..` components, links pointing out
+/// of the target, device files. Checked on every entry BEFORE anything is extracted.
+pub fn check_entry(path: &str, kind: &str, link: Option<&str>) -> std::result::Result<(), String> {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        return Err(format!("absolute path {path:?}"));
+    }
+    if p.components().any(|c| {
+        matches!(
+            c,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_)
+        )
+    }) {
+        return Err(format!("path {path:?} has a '..' component"));
+    }
+    match kind {
+        "file" | "dir" => Ok(()),
+        "symlink" | "hardlink" => {
+            let target = link.unwrap_or("");
+            let t = Path::new(target);
+            if t.is_absolute() {
+                return Err(format!(
+                    "{kind} {path:?} points to the absolute path {target:?}"
+                ));
+            }
+            // Resolve lexically: a symlink is relative to its directory, a hard link to the root.
+            let mut depth: i64 = if kind == "symlink" {
+                p.components().count() as i64 - 1
+            } else {
+                0
+            };
+            for c in t.components() {
+                match c {
+                    Component::ParentDir => depth -= 1,
+                    Component::Normal(_) => depth += 1,
+                    _ => {}
+                }
+                if depth < 0 {
+                    return Err(format!(
+                        "{kind} {path:?} points outside the target ({target:?})"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        other => Err(format!(
+            "{other} entry {path:?} (device and special files are refused)"
+        )),
+    }
+}
+
+fn backups(env: &Env) -> String {
+    q(&env.backups_dir)
+}
+
+/// The three files of a snapshot, as absolute paths on the server.
+pub fn files(env: &Env, id: &str) -> Vec<String> {
+    vec![
+        format!("{}/{id}.tar.zst", env.backups_dir),
+        format!("{}/{id}.tar.zst.sha256", env.backups_dir),
+        format!("{}/{id}.manifest.json", env.backups_dir),
+    ]
+}
+
+/// Streams the deploy root's state as a tar on stdout (`.deploy/lock` and `.env` excluded; tar's
+/// exit 1, "file changed as we read it", is accepted: the archive is consistent per file).
+pub fn tar(env: &Env, no_logs: bool) -> String {
+    let dirs = if no_logs {
+        "config data .deploy"
+    } else {
+        "config data logs .deploy"
+    };
+    format!(
+        "cd {} && set -- && for d in {dirs}; do [ -e \"$d\" ] && set -- \"$@\" \"$d\"; done; tar -cf - --numeric-owner --exclude=.deploy/lock \"$@\"; rc=$?; [ $rc -le 1 ]",
+        q(&env.remote_dir)
+    )
+}
+
+/// Writes stdin to `<backups>/<partial>`.
+pub fn write_partial(env: &Env, partial: &str) -> String {
+    let b = backups(env);
+    format!("mkdir -p {b} && cat > {b}/{}", q(partial))
+}
+
+/// Removes a partial archive after a failure.
+pub fn remove_partial(env: &Env, partial: &str) -> String {
+    format!("rm -f {}/{}", backups(env), q(partial))
+}
+
+/// Renames the partial archive, writes its `.sha256` and then the manifest (from stdin), last.
+pub fn finish(env: &Env, id: &str, partial: &str, file: &str, sha256: &str) -> String {
+    format!(
+        "cd {b} && mv -f {p} {f} && printf '%s  %s\\n' {sha} {f} > {f}.sha256 && cat > {id}.manifest.json.tmp && mv -f {id}.manifest.json.tmp {id}.manifest.json",
+        b = backups(env),
+        p = q(partial),
+        f = q(file),
+        sha = q(sha256),
+        id = q(id),
+    )
+}
+
+/// Prints a file of the backups folder (`name` relative to it).
+pub fn cat(env: &Env, name: &str) -> String {
+    format!("cat {}/{}", backups(env), q(name))
+}
+
+/// Prints `M ID SIZE MANIFEST-JSON` per complete snapshot and `I ID SIZE` per incomplete one.
+pub fn list(env: &Env) -> String {
+    format!(
+        "cd {b} 2>/dev/null || exit 0; for f in *.tar.zst *.tar.zst.partial; do [ -e \"$f\" ] || continue; id=${{f%%.tar.zst*}}; s=$(stat -c %s \"$f\"); if [ \"$f\" = \"$id.tar.zst\" ] && [ -e \"$id.manifest.json\" ]; then printf 'M %s %s ' \"$id\" \"$s\"; tr -d '\\n' < \"$id.manifest.json\"; echo; else echo \"I $id $s\"; fi; done",
+        b = backups(env)
+    )
+}
+
+/// One line of [`list`]'s output.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub id: String,
+    /// `valid`, `incomplete` or `corrupt`.
+    pub state: String,
+    pub size: u64,
+    pub created: String,
+    pub version: String,
+    pub files: Vec<String>,
+}
+
+/// Parses [`list`]'s output, sorted by id (which sorts by time).
+pub fn parse_list(env: &Env, out: &str) -> Vec<Listed> {
+    let mut v = Vec::new();
+    for l in out.lines() {
+        let mut w = l.splitn(4, ' ');
+        let (tag, id, size) = (
+            w.next().unwrap_or(""),
+            w.next().unwrap_or("").to_string(),
+            w.next().unwrap_or("0").parse().unwrap_or(0),
+        );
+        let (state, created, version) = match tag {
+            "M" => match serde_json::from_str::<Manifest>(w.next().unwrap_or("")) {
+                Ok(m) if m.archive.size == size => ("valid", m.created, m.version),
+                Ok(m) => ("corrupt", m.created, m.version),
+                Err(_) => ("corrupt", String::new(), String::new()),
+            },
+            "I" => ("incomplete", String::new(), String::new()),
+            _ => continue,
+        };
+        v.push(Listed {
+            files: files(env, &id),
+            id,
+            state: state.into(),
+            size,
+            created,
+            version,
+        });
+    }
+    v.sort_by(|a, b| a.id.cmp(&b.id));
+    v
+}
+
+/// Extracts a tar from stdin into `dir`.
+pub fn extract(dir: &str) -> String {
+    format!("cd {} && tar -xf - --numeric-owner", q(dir))
+}
+
+/// Moves `config data logs` and the history/last-good records into `<remote_dir>/<undo>`.
+pub fn move_aside(env: &Env, undo: &str) -> String {
+    let r = q(&env.remote_dir);
+    let u = q(undo);
+    format!(
+        "cd {r} && mkdir -p {u}/.deploy && for d in config data logs; do [ -e \"$d\" ] && mv \"$d\" {u}/; done; for f in .deploy/history.jsonl .deploy/last_good_tag; do [ -e \"$f\" ] && mv \"$f\" {u}/.deploy/; done; true"
+    )
+}
+
+/// Cuts a restored JSON-lines file after its last whole line.
+pub fn cut_tail(env: &Env, t: &PartialTail) -> String {
+    format!(
+        "truncate -s {} {}",
+        t.keep_bytes,
+        q(&format!("{}/{}", env.remote_dir, t.path))
+    )
+}
+
+/// Deletes the given snapshots' files.
+pub fn delete(env: &Env, ids: &[String]) -> String {
+    let files: Vec<String> = ids
+        .iter()
+        .flat_map(|id| files(env, id))
+        .map(|f| q(&f))
+        .collect();
+    format!("rm -f {}", files.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_entries_are_refused() {
+        assert!(check_entry("config/observer/observer.jsonl", "file", None).is_ok());
+        assert!(check_entry("config", "dir", None).is_ok());
+        assert!(check_entry("config/a/link", "symlink", Some("../b")).is_ok());
+        for (p, k, l) in [
+            ("../evil", "file", None),
+            ("config/../../evil", "file", None),
+            ("/etc/passwd", "file", None),
+            ("config/etc", "symlink", Some("/etc")),
+            ("config/x", "symlink", Some("../../outside")),
+            ("config/h", "hardlink", Some("../outside")),
+            ("config/h", "hardlink", Some("/etc/shadow")),
+            ("dev/null", "char-device", None),
+            ("fifo", "fifo", None),
+        ] {
+            assert!(check_entry(p, k, l).is_err(), "{p} {k} {l:?}");
+        }
+    }
+
+    #[test]
+    fn ids() {
+        assert!(validate_id("20261128T212800Z-a1b2c3").is_ok());
+        for bad in ["", "../x", "a b", "$(id)", "-x", ".hidden", "a/b"] {
+            assert!(validate_id(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Golden tests: every server builder's exact text, for an environment whose `remote_dir` holds a
+//! space and a quote, pinned in `server/golden/NAME.sh` (regenerate with `UPDATE_GOLDEN=1 cargo
+//! test -p xtask --bins golden`, then review the diff). Every script must also parse with `sh -n`;
+//! `cargo xtask ci` runs `shellcheck -s sh` over the same files.
+
+use super::*;
+use crate::compose::Compose;
+use crate::config::{self, Env};
+use crate::core::records::LastGood;
+use std::path::PathBuf;
+
+fn env() -> Env {
+    let mut e = config::test_env("/srv/obs dir/it's", "/tmp/r.git");
+    e.backups_dir = "/srv/obs backups".into();
+    e
+}
+
+/// (name, script) for every builder in `server/`.
+pub fn all_scripts() -> Vec<(&'static str, String)> {
+    let e = env();
+    let tail = snapshot::PartialTail {
+        path: "config/observer/observer.jsonl".into(),
+        keep_bytes: 4096,
+    };
+    vec![
+        ("probe", probe::script(&e)),
+        ("status", probe::status_script(&e)),
+        ("remote-checks", probe::remote_checks_script(&e)),
+        ("lock-acquire", lock::acquire(&e)),
+        ("lock-release", lock::release(&e, "0123456789abcdef")),
+        ("lock-read", lock::read(&e)),
+        ("lock-force-release", lock::force_release(&e)),
+        ("upload-env", app::upload(&e, ".env", "600")),
+        (
+            "upload-compose",
+            app::upload(&e, "docker-compose.server.yml", "644"),
+        ),
+        ("pull-login", app::pull(&e, &e.image("v1.2.3"), true)),
+        ("pull", app::pull(&e, &e.image("v1.2.3"), false)),
+        ("make-dirs", app::make_dirs(&e)),
+        ("chown", app::chown(&e, &e.image("v1.2.3"))),
+        ("up-v1", app::up(&e, Compose::V1)),
+        ("up-v2", app::up(&e, Compose::V2)),
+        ("down-v1", app::down(&e, Compose::V1)),
+        ("down-v2", app::down(&e, Compose::V2)),
+        ("logs", app::logs()),
+        ("images", app::images(&e)),
+        (
+            "rmi",
+            app::rmi(&e, &["v1.0.0".into(), "v1.1.0-rc.1".into()]),
+        ),
+        ("gate", gate::script(&e, "v1.2.3", 90)),
+        (
+            "record-last-good",
+            history::record_last_good(
+                &e,
+                &LastGood {
+                    version: "v1.2.3".into(),
+                    digest: "sha256:0123".into(),
+                },
+            ),
+        ),
+        ("history-append", history::append(&e)),
+        ("history-read", history::read(&e, 5)),
+        ("snapshot-tar", snapshot::tar(&e, false)),
+        ("snapshot-tar-no-logs", snapshot::tar(&e, true)),
+        (
+            "snapshot-write-partial",
+            snapshot::write_partial(&e, "20261129T100000Z-abcdef.tar.zst.partial"),
+        ),
+        (
+            "snapshot-remove-partial",
+            snapshot::remove_partial(&e, "20261129T100000Z-abcdef.tar.zst.partial"),
+        ),
+        (
+            "snapshot-finish",
+            snapshot::finish(
+                &e,
+                "20261129T100000Z-abcdef",
+                "20261129T100000Z-abcdef.tar.zst.partial",
+                "20261129T100000Z-abcdef.tar.zst",
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            ),
+        ),
+        (
+            "snapshot-cat",
+            snapshot::cat(&e, "20261129T100000Z-abcdef.manifest.json"),
+        ),
+        ("snapshot-list", snapshot::list(&e)),
+        ("snapshot-extract", snapshot::extract(&e.remote_dir)),
+        (
+            "snapshot-move-aside",
+            snapshot::move_aside(&e, ".restore-undo/20261129T100000Z-before-x"),
+        ),
+        ("snapshot-cut-tail", snapshot::cut_tail(&e, &tail)),
+        (
+            "snapshot-delete",
+            snapshot::delete(&e, &["20261129T100000Z-abcdef".into()]),
+        ),
+    ]
+}
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/server/golden")
+}
+
+#[test]
+fn golden_scripts() {
+    let dir = golden_dir();
+    let update = std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1");
+    let mut wrong = Vec::new();
+    let all = all_scripts();
+    for (name, script) in &all {
+        let file = dir.join(format!("{name}.sh"));
+        let text = format!("# golden: server builder `{name}` (see server/tests.rs)\n{script}\n");
+        if update {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&file, &text).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&file) {
+            Ok(want) if want == text => {}
+            Ok(_) => wrong.push(format!("{name}: differs from {}", file.display())),
+            Err(_) => wrong.push(format!("{name}: {} is missing", file.display())),
+        }
+    }
+    // No stale golden file either.
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let n = e
+            .file_name()
+            .to_string_lossy()
+            .trim_end_matches(".sh")
+            .to_string();
+        if !all.iter().any(|(name, _)| *name == n) {
+            wrong.push(format!("{n}: golden file without a builder"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "golden scripts changed (UPDATE_GOLDEN=1 to accept, then review the diff):\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn every_script_parses_with_sh_n() {
+    for (name, script) in all_scripts() {
+        let out = duct::cmd!("sh", "-n")
+            .stdin_bytes(script.clone())
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: sh -n: {}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_remote_dir_is_always_quoted() {
+    for (name, script) in all_scripts() {
+        if script.contains("/srv/obs dir") {
+            assert!(
+                script.contains(r"'/srv/obs dir/it'\''s"),
+                "{name} interpolates the remote dir unquoted:\n{script}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gate_parsing() {
+    let out = "ok health container healthy\nok http /health answered 200\nenv QTS_OBSERVER_STANDALONE=1\nenv PYTHONPATH=/app/src:/app\nenv OBSERVER_DATA_DIR=/app/data/observer\nenv OBSERVER_LOG_DIR=/wrong\nsecret KIS_API_KEY=set\n";
+    let g = gate::parse(out);
+    assert_eq!(
+        g.failed,
+        vec!["env OBSERVER_LOG_DIR=/wrong, expected /app/logs".to_string()]
+    );
+    let g = gate::parse("fail health container unhealthy after 9s\n");
+    assert!(g.failed[0].contains("unhealthy"));
+    assert!(g
+        .failed
+        .iter()
+        .any(|f| f.contains("environment could not be read")));
+    let g = gate::parse("env QTS_OBSERVER_STANDALONE=1\nforbidden OBSERVER_STANDALONE=set\n");
+    assert!(g.failed.iter().any(|f| f.contains("forbidden")));
+}
+
+#[test]
+fn pruning_keeps_newest_running_and_last_good() {
+    let listing = "v1.0.0 2026-01-01 00:00:00\nv1.1.0 2026-02-01 00:00:00\nv1.2.0 2026-03-01 00:00:00\nv1.3.0 2026-04-01 00:00:00\n<none> 2026-05-01\nlatest 2026-05-01\n";
+    assert_eq!(
+        app::prune_candidates(listing, 2, &["v1.3.0", "v1.0.0"]),
+        vec!["v1.1.0".to_string()]
+    );
+    assert!(app::prune_candidates(listing, 10, &[]).is_empty());
+}
+
+#[test]
+fn env_file_carries_tag_and_given_secrets() {
+    let e = env();
+    let text = app::env_file(&e, "v1.2.3", &[("KIS_API_KEY", "k".into())]);
+    assert!(text.contains("IMAGE_TAG=v1.2.3\n"));
+    assert!(text.contains("IMAGE_REPO=127.0.0.1:5000/observer\n"));
+    assert!(text.contains("COMPOSE_PROJECT_NAME=observer\n"));
+    assert!(text.ends_with("KIS_API_KEY=k\n"));
+}
+
+#[test]
+fn probe_and_fields() {
+    let p = probe::parse("compose=v2\nlast_good=v1.2.3 sha256:ab\nrunning=r/o:v1.2.3\n");
+    assert_eq!(p.compose, "v2");
+    assert_eq!(p.last_good.unwrap().version, "v1.2.3");
+    assert_eq!(tag_of(&p.running), "v1.2.3");
+    assert_eq!(tag_of("r/o:latest"), "");
+    assert_eq!(field("a=1\nab=2\n", "a"), "1");
+    assert_eq!(
+        digest_in("[\"r/o@sha256:1\",\"x/y@sha256:2\"]", "x/y").as_deref(),
+        Some("sha256:2")
+    );
+}

@@ -1,0 +1,377 @@
+//! The benchmarks themselves: each runs its baseline and the xtask alternately on the sandbox.
+
+use super::stats::{largest_gap, row};
+use crate::compose::{self, Compose};
+use crate::config::Env;
+use crate::core::contract::CONTAINER;
+use crate::core::util::sh_quote;
+use crate::ctx::Ctx;
+use crate::sandbox_state;
+use crate::transport::Session;
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use xshell::cmd;
+
+/// The bench's test bed: the sandbox environment and this binary.
+pub struct Bed<'a> {
+    pub sh: &'a Ctx,
+    pub env: Env,
+    pub exe: PathBuf,
+    pub smoke: bool,
+    pub runs: usize,
+}
+
+impl Bed<'_> {
+    fn xtask(&self, args: &[&str]) -> Result<(bool, String, f64)> {
+        let t = Instant::now();
+        let exe = &self.exe;
+        let out = self.sh.capture(cmd!(self.sh, "{exe} {args...}"), None)?;
+        Ok((out.ok, out.stdout, t.elapsed().as_secs_f64()))
+    }
+
+    fn archive(&self) -> String {
+        std::fs::read_to_string(
+            PathBuf::from(&self.env.remote_dir).join("config/observer/observer.jsonl"),
+        )
+        .unwrap_or_default()
+    }
+
+    fn accepted(&self) -> usize {
+        let log = sandbox_state::Paths::new(self.sh).sshd_log();
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("Accepted publickey")
+            .count()
+    }
+
+    fn deploy(&self, tag: &str) -> Result<f64> {
+        let (ok, _, secs) =
+            self.xtask(&["deploy", "--env", "sandbox", "--tag", tag, "--no-snapshot"])?;
+        if !ok {
+            bail!("bench: `deploy --tag {tag}` failed");
+        }
+        Ok(secs)
+    }
+
+    /// Build and push the bench images A, B (healthy) and BROKEN (never healthy).
+    pub fn images(&self) -> Result<()> {
+        let creds = crate::registry::credentials(self.sh, &self.env)
+            .context("sandbox registry credentials")?;
+        let sh = self.sh;
+        let (user, registry) = (&creds.user, &self.env.registry);
+        let login = sh.capture(
+            cmd!(
+                sh,
+                "docker login --username {user} --password-stdin {registry}"
+            ),
+            Some(format!("{}\n", creds.token).as_bytes()),
+        )?;
+        if !login.ok {
+            bail!("docker login to the sandbox registry failed");
+        }
+        for (tag, ver) in [(A, A), (B, B)] {
+            let image = self.env.image(tag);
+            let b = format!("BASE_IMAGE={}", self.env.cfg.base_image);
+            let v = format!("VERSION={ver}");
+            sh.read(cmd!(
+                sh,
+                "docker build -q --build-arg {b} --build-arg {v} -t {image} -f app/Dockerfile app"
+            ))?;
+            sh.read(cmd!(sh, "docker push -q {image}"))?;
+        }
+        let broken = self.env.image(BROKEN);
+        // Its archive directory cannot be created: /health answers 503 and the container turns
+        // unhealthy, as a real bad release would.
+        let dockerfile = format!(
+            "FROM {}\nENV OBSERVER_CONFIG_DIR=/proc/observer-broken\n",
+            self.env.image(A)
+        );
+        let out = sh.capture(
+            cmd!(sh, "docker build -q -t {broken} -"),
+            Some(dockerfile.as_bytes()),
+        )?;
+        if !out.ok {
+            bail!("building the broken bench image failed: {}", out.stderr);
+        }
+        sh.read(cmd!(sh, "docker push -q {broken}"))?;
+        Ok(())
+    }
+
+    /// The baseline a person types: one ssh command with compose down, pull, up.
+    fn naive(&self, tag: &str, wait_healthy: bool, minimal: bool) -> Result<f64> {
+        let c = compose::detect_local(self.sh).unwrap_or(Compose::V1);
+        let r = sh_quote(&self.env.remote_dir);
+        let f = "-f docker-compose.server.yml";
+        let image = sh_quote(&self.env.image(tag));
+        let set_tag = format!("sed -i 's/^IMAGE_TAG=.*/IMAGE_TAG={tag}/' .env");
+        let script = if minimal {
+            format!(
+                "cd {r} && {set_tag} && docker pull -q {image} >/dev/null && {c} {f} up -d 2>&1",
+                c = c.shell()
+            )
+        } else {
+            format!("cd {r} && {set_tag} && {c} {f} down 2>&1 && {c} {f} pull 2>&1 && {c} {f} up -d 2>&1", c = c.shell())
+        };
+        let script = if wait_healthy {
+            format!("{script} && until [ \"$(docker inspect -f '{{{{.State.Health.Status}}}}' {})\" = healthy ]; do sleep 0.2; done", CONTAINER)
+        } else {
+            script
+        };
+        let t = Instant::now();
+        let mut s = Session::new(&self.env, &self.env.servers[0])?;
+        let out = s.run(&script, None)?;
+        if !out.ok {
+            bail!("baseline sequence failed: {}", out.stdout);
+        }
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    fn settle(&self) {
+        std::thread::sleep(Duration::from_millis(if self.smoke { 800 } else { 2000 }));
+    }
+}
+
+const A: &str = "v0.0.1-bench.a";
+const B: &str = "v0.0.1-bench.b";
+const BROKEN: &str = "v0.0.1-bench.broken";
+
+pub fn gap(c: &Bed) -> Result<Value> {
+    let (mut base, mut ours) = (Vec::new(), Vec::new());
+    c.deploy(A)?;
+    let mut next = B;
+    for _ in 0..c.runs {
+        for xt in [false, true] {
+            c.settle();
+            let from = c.archive().lines().count();
+            if xt {
+                c.deploy(next)?;
+            } else {
+                c.naive(next, true, false)?;
+            }
+            c.settle();
+            let g = largest_gap(&c.archive(), from);
+            if xt { &mut ours } else { &mut base }.push(g);
+            next = if next == A { B } else { A };
+        }
+    }
+    Ok(
+        json!({"rows": [row("largest gap between records across a deploy", "s", &base, &ours)],
+              "baseline": "ssh: compose down && compose pull && compose up -d",
+              "interval_ms": c.env.cfg.interval_ms}),
+    )
+}
+
+pub fn overhead(c: &Bed) -> Result<Value> {
+    let (mut base, mut ours, mut cb, mut cx) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    c.deploy(A)?;
+    let mut next = B;
+    for _ in 0..c.runs {
+        for xt in [false, true] {
+            let before = c.accepted();
+            let secs = if xt {
+                c.deploy(next)?
+            } else {
+                c.naive(next, true, true)?
+            };
+            let conns = (c.accepted() - before) as f64;
+            if xt {
+                ours.push(secs);
+                cx.push(conns);
+            } else {
+                base.push(secs);
+                cb.push(conns);
+            }
+            next = if next == A { B } else { A };
+        }
+    }
+    Ok(
+        json!({"rows": [row("deploy wall time", "s", &base, &ours), row("SSH connections per deploy", "count", &cb, &cx)],
+              "baseline": "one ssh: docker pull && compose up -d && wait for healthy"}),
+    )
+}
+
+pub fn rollback(c: &Bed) -> Result<Value> {
+    let (mut verdict, mut recover) = (Vec::new(), Vec::new());
+    for _ in 0..c.runs {
+        c.deploy(A)?;
+        let (ok, out, total) = c.xtask(&[
+            "deploy",
+            "--env",
+            "sandbox",
+            "--tag",
+            BROKEN,
+            "--no-snapshot",
+            "--json",
+        ])?;
+        if ok {
+            bail!("the broken bench image passed its health gate");
+        }
+        let v: Value = serde_json::from_str(&out).context("deploy --json")?;
+        if v["exit_code"] != 3 {
+            bail!("expected exit 3 (rolled back), got {}", v["exit_code"]);
+        }
+        let mut until = 0.0;
+        for s in v["steps"].as_array().into_iter().flatten() {
+            until += s["seconds"].as_f64().unwrap_or(0.0);
+            if s["step"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Health gate"))
+            {
+                break;
+            }
+        }
+        verdict.push(until);
+        recover.push((total - until).max(0.0));
+    }
+    Ok(
+        json!({"rows": [row("deploy start → failure verdict", "s", &[], &verdict), row("verdict → last good healthy again", "s", &[], &recover)],
+              "baseline": "none (absolute times)"}),
+    )
+}
+
+/// Runs `argv` under GNU time: (seconds, peak RSS in MiB).
+fn peak_rss(argv: &[String]) -> Result<(f64, f64)> {
+    let t = Instant::now();
+    let out = duct::cmd(
+        "/usr/bin/time",
+        ["-f", "maxrss_kib=%M"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(argv.iter().cloned()),
+    )
+    .stdin_null()
+    .stdout_null()
+    .stderr_capture()
+    .unchecked()
+    .run()?;
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            argv.first().map(|s| s.as_str()).unwrap_or(""),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let kib: f64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kib="))
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(f64::NAN);
+    Ok((secs, kib / 1024.0))
+}
+
+pub fn snapshot(c: &Bed) -> Result<Value> {
+    let sizes: &[(u64, &str)] = if c.smoke {
+        &[(1 << 20, "1 MiB")]
+    } else {
+        &[(100 << 20, "100 MiB"), (1 << 30, "1 GiB")]
+    };
+    let data = PathBuf::from(&c.env.remote_dir).join("data");
+    std::fs::create_dir_all(&data)?;
+    let file = data.join("bench.jsonl");
+    let mut rows = Vec::new();
+    for (size, label) in sizes {
+        let gen = format!(
+            "import sys\nout = open(sys.argv[1], 'w')\nn = 0\ni = 0\nwhile n < {size}:\n    line = '{{\"ts\":\"2026-11-28T21:%02d:%02d.%03dZ\",\"seq\":%d,\"instance\":\"5f0c2b9e41d7a3c8\",\"version\":\"v1.2.3\"}}\\n' % (i // 60000 % 60, i // 1000 % 60, i % 1000, i)\n    out.write(line)\n    n += len(line)\n    i += 1\n"
+        );
+        let ok = c.sh.ok(cmd!(c.sh, "python3 -c {gen} {file}"));
+        if !ok {
+            bail!("generating {label} of JSON lines failed");
+        }
+        let mib = *size as f64 / (1u64 << 20) as f64;
+        let (mut bt, mut xt, mut bm, mut xm) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..c.runs {
+            let pipeline = format!(
+                "tar -C {} -cf - config data logs .deploy | zstd -T0 -3 -q | sha256sum >/dev/null",
+                sh_quote(&c.env.remote_dir)
+            );
+            let (s, m) = peak_rss(&["sh".into(), "-c".into(), pipeline])?;
+            bt.push(mib / s);
+            bm.push(m);
+            let (s, m) = peak_rss(&[
+                c.exe.display().to_string(),
+                "snapshot".into(),
+                "create".into(),
+                "--env".into(),
+                "sandbox".into(),
+            ])?;
+            xt.push(mib / s);
+            xm.push(m);
+        }
+        rows.push(row(&format!("{label}: throughput"), "MiB/s", &bt, &xt));
+        rows.push(row(&format!("{label}: peak RSS"), "MiB", &bm, &xm));
+    }
+    let _ = std::fs::remove_file(&file);
+    // Leave the backups as they were: drop what the benchmark made.
+    let _ = c.xtask(&[
+        "snapshot",
+        "prune",
+        "--env",
+        "sandbox",
+        "--keep",
+        &c.env.cfg.keep_snapshots.to_string(),
+    ]);
+    Ok(
+        json!({"rows": rows, "baseline": "tar -cf - DIR | zstd -T0 -3 | sha256sum (local, no ssh)",
+              "note": "the xtask also streams twice through ssh (server → xtask → server) and hashes every entry"}),
+    )
+}
+
+pub fn build(c: &Bed) -> Result<Value> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let dir = c.sh.path("target/bench/build");
+    let empty = dir.join("empty");
+    if !empty.join("Cargo.toml").is_file() {
+        std::fs::create_dir_all(empty.join("src"))?;
+        std::fs::write(
+            empty.join("Cargo.toml"),
+            "[package]\nname = \"empty\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\n[workspace]\n",
+        )?;
+        std::fs::write(empty.join("src/main.rs"), "fn main() {}\n")?;
+    }
+    let cold = |manifest: PathBuf, pkg: Option<&str>| -> Result<(f64, f64)> {
+        let target = dir.join("cold-target");
+        let _ = std::fs::remove_dir_all(&target);
+        let pkg: Vec<&str> = pkg.map(|p| vec!["-p", p]).unwrap_or_default();
+        let cmd = cmd!(c.sh, "{cargo} build --manifest-path {manifest} {pkg...}")
+            .env("CARGO_TARGET_DIR", &target);
+        let t = Instant::now();
+        let out = c.sh.capture(cmd, None)?;
+        let secs = t.elapsed().as_secs_f64();
+        if !out.ok {
+            bail!("cargo build failed: {}", out.stderr);
+        }
+        let crates = out
+            .stderr
+            .lines()
+            .filter(|l| l.trim_start().starts_with("Compiling "))
+            .count() as f64;
+        let _ = std::fs::remove_dir_all(&target);
+        Ok((secs, crates))
+    };
+    let (mut bt, mut xt, mut bc, mut xc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..c.runs {
+        let (s, n) = cold(empty.join("Cargo.toml"), None)?;
+        bt.push(s);
+        bc.push(n);
+        let (s, n) = cold(c.sh.path("Cargo.toml"), Some("xtask"))?;
+        xt.push(s);
+        xc.push(n);
+    }
+    let mut warm = Vec::new();
+    for _ in 0..(c.runs * 3) {
+        let t = Instant::now();
+        let ok = c.sh.ok(cmd!(c.sh, "{cargo} run -q -p xtask -- --help"));
+        if !ok {
+            bail!("cargo xtask --help failed");
+        }
+        warm.push(t.elapsed().as_secs_f64());
+    }
+    Ok(
+        json!({"rows": [row("cold build wall time", "s", &bt, &xt), row("crates compiled", "count", &bc, &xc), row("warm `cargo xtask --help`", "s", &[], &warm)],
+              "baseline": "cargo build of an empty binary crate (the floor)"}),
+    )
+}

@@ -1,0 +1,488 @@
+//! `cargo xtask check-env`: the debugging command (contract sections 3, 4, 9.2). Every check is a
+//! line: ok / warn / FAIL and why. Secrets are reported as set or unset, nothing more.
+
+use crate::compose::{self, Compose};
+use crate::config::{self, effective, ConfigFile, Env};
+use crate::core::contract::{
+    archive_path, ALL_SECRETS, APP_SECRETS, CONTAINER, CONTRACT_VARS, FORBIDDEN_VAR,
+};
+use crate::core::exit::{exit_code, usage};
+use crate::core::util::env_nonempty;
+use crate::ctx::Ctx;
+use crate::ops;
+use crate::plan::Step;
+use crate::server::{field, probe};
+use crate::yaml;
+use anyhow::Result;
+use clap::Args;
+use serde::Serialize;
+use std::path::PathBuf;
+use xshell::cmd;
+
+#[derive(Args)]
+pub struct CheckEnv {
+    /// The environment from deployment_config.json to check.
+    #[arg(long, default_value = "sandbox")]
+    env: String,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Also check the server over SSH: docker and compose there, the remote dir, .env mode 0600,
+    /// and the env inside the running container (names and set/unset only for secrets).
+    #[arg(long)]
+    remote: bool,
+    /// The deployment config to read (default: app/obs_deploy/deployment_config.json).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The server compose file to check (default: app/obs_deploy/docker-compose.server.yml).
+    #[arg(long, value_name = "FILE")]
+    compose: Option<PathBuf>,
+}
+
+#[derive(Serialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Check {
+    pub name: String,
+    pub status: Status,
+    pub detail: String,
+}
+
+#[derive(Default)]
+pub struct Report {
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn add(&mut self, name: impl Into<String>, status: Status, detail: impl Into<String>) {
+        self.checks.push(Check {
+            name: name.into(),
+            status,
+            detail: detail.into(),
+        });
+    }
+    pub fn ok(&mut self, name: impl Into<String>, detail: impl Into<String>) {
+        self.add(name, Status::Ok, detail)
+    }
+    pub fn warn(&mut self, name: impl Into<String>, detail: impl Into<String>) {
+        self.add(name, Status::Warn, detail)
+    }
+    pub fn fail(&mut self, name: impl Into<String>, detail: impl Into<String>) {
+        self.add(name, Status::Fail, detail)
+    }
+    pub fn failed(&self) -> usize {
+        self.checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .count()
+    }
+    pub fn print(&self, sh: &Ctx) {
+        for c in &self.checks {
+            let s = match c.status {
+                Status::Ok => "ok  ",
+                Status::Warn => "warn",
+                Status::Fail => "FAIL",
+            };
+            println!("{s}  {:<34} {}", c.name, sh.mask(&c.detail));
+        }
+    }
+}
+
+impl CheckEnv {
+    pub fn run(self, sh: &Ctx) -> Result<()> {
+        let config_path = self
+            .config
+            .clone()
+            .unwrap_or_else(|| sh.path(config::CONFIG_PATH));
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| usage(format!("{}: cannot read: {e}", config_path.display())))?;
+        let file = config::parse(&text, &config_path.display().to_string())?;
+        if !file.environments.contains_key(&self.env) {
+            config::environment(sh, &file, &self.env)?; // the error names the known environments
+        }
+        let compose_path = self
+            .compose
+            .clone()
+            .unwrap_or_else(|| sh.path(config::COMPOSE_PATH));
+        let mut r = Report::default();
+        tools(sh, &mut r);
+        contract_vars(&file, &mut r);
+        secrets(
+            file.environments.get(&self.env).is_some_and(|e| e.sandbox),
+            &mut r,
+        );
+        path_contract(&file, &mut r);
+        config_contract(&file, &mut r);
+        compose_contract(&compose_path, &mut r);
+        environment(sh, &file, &self.env, &mut r);
+        if self.remote {
+            match config::environment(sh, &file, &self.env) {
+                Ok(env) => remote_checks(sh, &env, &mut r),
+                Err(e) => r.fail("remote", format!("{e:#}")),
+            }
+        }
+        let failed = r.failed();
+        if self.json {
+            let v = serde_json::json!({ "env": self.env, "ok": failed == 0, "checks": r.checks });
+            println!("{}", sh.mask(&serde_json::to_string_pretty(&v)?));
+        } else {
+            r.print(sh);
+            println!("{} checks, {failed} failed", r.checks.len());
+        }
+        if failed > 0 {
+            return Err(exit_code(format!("{failed} check(s) failed"), 1));
+        }
+        Ok(())
+    }
+}
+
+fn tools(sh: &Ctx, r: &mut Report) {
+    for t in ["docker", "git", "ssh", "curl"] {
+        match which::which(t).ok() {
+            Some(p) => r.ok(format!("tool {t}"), p.display().to_string()),
+            None => r.fail(format!("tool {t}"), format!("`{t}` not found on PATH")),
+        }
+    }
+    match compose::detect_local(sh) {
+        Some(c) => r.ok("tool compose", c.describe()),
+        None => r.fail(
+            "tool compose",
+            "neither `docker compose` (v2) nor `docker-compose` (v1) found",
+        ),
+    }
+    let format = "{{.ServerVersion}}";
+    match sh.read(cmd!(sh, "docker info --format {format}")) {
+        Ok(v) => r.ok("docker daemon", format!("answers (engine {v})")),
+        Err(_) => r.fail(
+            "docker daemon",
+            "`docker info` failed: the daemon does not answer",
+        ),
+    }
+}
+
+fn contract_vars(file: &ConfigFile, r: &mut Report) {
+    let env = |n: &str| std::env::var(n).ok();
+    if std::env::var_os(FORBIDDEN_VAR).is_some() {
+        r.fail(
+            "env OBSERVER_STANDALONE",
+            "forbidden name is set (contract §3.1): use QTS_OBSERVER_STANDALONE",
+        );
+    }
+    if file.environment.contains_key(FORBIDDEN_VAR) {
+        r.fail(
+            "config OBSERVER_STANDALONE",
+            "deployment_config.json uses the forbidden name: use QTS_OBSERVER_STANDALONE",
+        );
+    }
+    for (name, _) in CONTRACT_VARS {
+        let (value, source) = effective(name, &env, &file.environment);
+        let value = value.unwrap_or_default();
+        let detail = format!("{value} (from {})", source.as_str());
+        if *name == "QTS_OBSERVER_STANDALONE" && value != "1" {
+            r.warn(
+                format!("env {name}"),
+                format!("{detail}: the contract deploys in standalone mode (1)"),
+            );
+        } else {
+            r.ok(format!("env {name}"), detail);
+        }
+    }
+}
+
+fn secrets(sandbox: bool, r: &mut Report) {
+    for name in ALL_SECRETS {
+        if env_nonempty(name).is_some() {
+            r.ok(format!("secret {name}"), "set");
+        } else if sandbox {
+            r.ok(
+                format!("secret {name}"),
+                "unset (optional in the sandbox, which has its own key and token)",
+            );
+        } else {
+            r.warn(format!("secret {name}"), "unset");
+        }
+    }
+}
+
+fn path_contract(file: &ConfigFile, r: &mut Report) {
+    let (config_dir, source) = match env_nonempty("OBSERVER_CONFIG_DIR") {
+        Some(v) => (v, "env"),
+        None => (file.paths.config_dir.clone(), "deployment_config.json"),
+    };
+    let archive = archive_path(&config_dir);
+    if archive.contains("data/observer") {
+        r.fail(
+            "path archive",
+            format!("{archive} (config dir from {source}) points the archive at data/observer (contract §4.3): it belongs in config/observer/observer.jsonl"),
+        );
+    } else if !archive.ends_with("config/observer/observer.jsonl") {
+        r.warn(
+            "path archive",
+            format!("{archive}: the contract's archive is config/observer/observer.jsonl"),
+        );
+    } else {
+        r.ok(
+            "path archive",
+            format!("{archive} (config dir from {source})"),
+        );
+    }
+    let (data_dir, _) = effective(
+        "OBSERVER_DATA_DIR",
+        &|n: &str| std::env::var(n).ok(),
+        &file.environment,
+    );
+    if data_dir.as_deref() == Some(config_dir.as_str()) {
+        r.fail(
+            "path data dir",
+            "OBSERVER_DATA_DIR equals the config dir: the archive would mix with data",
+        );
+    }
+}
+
+/// Contract §5.1: the deployment block and the paths of deployment_config.json.
+fn config_contract(file: &ConfigFile, r: &mut Report) {
+    let d = &file.deployment;
+    let p = &file.paths;
+    let want = [
+        ("deployment.mode", d.mode.as_str(), "standalone"),
+        ("deployment.structure", d.structure.as_str(), "/app"),
+        ("paths.data_dir", p.data_dir.as_str(), "/app/data/observer"),
+        ("paths.log_dir", p.log_dir.as_str(), "/app/logs"),
+        ("paths.config_dir", p.config_dir.as_str(), "/app/config"),
+    ];
+    for (key, got, want) in want {
+        if got == want {
+            r.ok(format!("config {key}"), got);
+        } else {
+            r.fail(
+                format!("config {key}"),
+                format!("{got:?} (contract §5.1 wants {want:?})"),
+            );
+        }
+    }
+    if d.version.is_empty() {
+        r.warn("config deployment.version", "empty");
+    }
+}
+
+fn compose_contract(path: &std::path::Path, r: &mut Report) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            r.fail("compose file", format!("{}: {e}", path.display()));
+            return;
+        }
+    };
+    let doc = match yaml::parse(&text) {
+        Ok(d) => d,
+        Err(e) => {
+            r.fail("compose file", format!("{}: {e}", path.display()));
+            return;
+        }
+    };
+    let svc = "services.qts-observer";
+    match doc.str(&format!("{svc}.image")) {
+        Some(img) if img.contains("${IMAGE_TAG:?") => r.ok("compose image guard", img.to_string()),
+        Some(img) => r.fail(
+            "compose image guard",
+            format!("`{img}` lacks ${{IMAGE_TAG:?IMAGE_TAG required}} (contract §2)"),
+        ),
+        None => r.fail("compose image guard", "no services.qts-observer.image"),
+    }
+    let want = [
+        ("limits.cpus", "1.0"),
+        ("limits.memory", "512M"),
+        ("reservations.cpus", "0.5"),
+        ("reservations.memory", "256M"),
+    ];
+    for (k, v) in want {
+        let got = doc.str(&format!("{svc}.deploy.resources.{k}"));
+        let same = got.is_some_and(|g| {
+            g == v || g.parse::<f64>().ok() == v.parse::<f64>().ok() && g.parse::<f64>().is_ok()
+        });
+        if same {
+            r.ok(format!("compose {k}"), v);
+        } else {
+            r.fail(
+                format!("compose {k}"),
+                format!("{} (contract §2.3 wants {v})", got.unwrap_or("missing")),
+            );
+        }
+    }
+    let vols = doc.seq_strs(&format!("{svc}.volumes"));
+    for want in [
+        "./data:/app/data/observer",
+        "./logs:/app/logs",
+        "./config:/app/config",
+    ] {
+        if vols
+            .iter()
+            .any(|v| v == want || v.starts_with(&format!("{want}:")))
+        {
+            r.ok(
+                format!("compose volume {}", want.split(':').next().unwrap_or(want)),
+                want,
+            );
+        } else {
+            r.fail(
+                format!("compose volume {}", want.split(':').next().unwrap_or(want)),
+                format!("missing `{want}` (contract §2.2)"),
+            );
+        }
+    }
+    match doc.str(&format!("{svc}.restart")) {
+        Some("unless-stopped") => r.ok("compose restart", "unless-stopped"),
+        other => r.fail(
+            "compose restart",
+            format!(
+                "{} (contract wants unless-stopped)",
+                other.unwrap_or("missing")
+            ),
+        ),
+    }
+}
+
+fn environment(sh: &Ctx, file: &ConfigFile, name: &str, r: &mut Report) {
+    let env = match config::environment(sh, file, name) {
+        Ok(e) => e,
+        Err(e) => {
+            r.fail(format!("config env {name}"), format!("{e:#}"));
+            return;
+        }
+    };
+    r.ok(
+        format!("config env {name}"),
+        format!("image {} on {} server(s)", env.repo(), env.servers.len()),
+    );
+    if env.known_hosts.is_file() || env_nonempty("DEPLOY_KNOWN_HOSTS").is_some() {
+        r.ok("ssh known_hosts", "pinned host key available");
+    } else {
+        r.fail(
+            "ssh known_hosts",
+            format!(
+                "{} missing and DEPLOY_KNOWN_HOSTS unset",
+                env.known_hosts.display()
+            ),
+        );
+    }
+    let creds = crate::registry::credentials(sh, &env).is_some();
+    if creds {
+        r.ok("registry credentials", "available");
+    } else {
+        r.warn(
+            "registry credentials",
+            "REGISTRY_USER/REGISTRY_TOKEN unset (an existing docker login may still work)",
+        );
+    }
+}
+
+/// `check-env --remote`: the server side of the checks, over one connection.
+fn remote_checks(sh: &Ctx, env: &Env, r: &mut Report) {
+    let (mut x, server) = match ops::connect(sh, env, false) {
+        Ok(v) => v,
+        Err(e) => {
+            r.fail("remote ssh", format!("{e:#}"));
+            return;
+        }
+    };
+    let step = Step::remote(
+        "remote-check",
+        "Remote checks",
+        &server.name,
+        probe::remote_checks_script(env),
+    )
+    .read_only();
+    let out = match x.run(&step) {
+        Ok(o) => o,
+        Err(e) => {
+            r.fail("remote ssh", format!("{e:#}"));
+            return;
+        }
+    };
+    r.ok(
+        "remote ssh",
+        format!(
+            "{}@{}:{} (pinned host key)",
+            server.user, server.host, server.port
+        ),
+    );
+    let o = &out.stdout;
+    match Compose::parse(field(o, "compose")) {
+        Some(c) => r.ok("remote compose", c.describe()),
+        None => r.fail(
+            "remote compose",
+            "neither docker compose nor docker-compose on the server",
+        ),
+    }
+    match field(o, "docker") {
+        "" => r.fail(
+            "remote docker",
+            "the docker daemon does not answer on the server",
+        ),
+        v => r.ok("remote docker", format!("engine {v}")),
+    }
+    match (field(o, "dir"), field(o, "writable")) {
+        ("", _) => r.warn(
+            "remote dir",
+            format!(
+                "{} does not exist yet (the first deploy creates it)",
+                env.remote_dir
+            ),
+        ),
+        (d, "yes") => r.ok("remote dir", format!("{} ({d})", env.remote_dir)),
+        (d, _) => r.fail(
+            "remote dir",
+            format!(
+                "{} is not writable by {} ({d})",
+                env.remote_dir, server.user
+            ),
+        ),
+    }
+    match field(o, "envmode") {
+        "" => r.warn("remote .env", "absent (the first deploy writes it)"),
+        "600" => r.ok("remote .env", "mode 0600"),
+        m => r.fail(
+            "remote .env",
+            format!("mode {m}: must be 0600 (it holds secrets)"),
+        ),
+    }
+    let disk: u64 = field(o, "disk").parse().unwrap_or(0);
+    if disk < 1024 * 1024 {
+        r.warn("remote disk", format!("{} MiB free", disk / 1024));
+    } else {
+        r.ok("remote disk", format!("{} MiB free", disk / 1024));
+    }
+    let cenv: Vec<&str> = o
+        .lines()
+        .filter(|l| l.starts_with("cenv ") || l.starts_with("csecret "))
+        .collect();
+    if cenv.is_empty() {
+        r.warn("container env", format!("{CONTAINER} is not running"));
+    }
+    for l in cenv {
+        if let Some(kv) = l.strip_prefix("cenv ") {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let want = CONTRACT_VARS
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, w)| *w)
+                .unwrap_or("");
+            if v == want {
+                r.ok(format!("container {k}"), v);
+            } else {
+                r.fail(format!("container {k}"), format!("{v:?}, expected {want}"));
+            }
+        } else if let Some(kv) = l.strip_prefix("csecret ") {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            if APP_SECRETS.contains(&k) {
+                r.ok(format!("container {k}"), v);
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! `cargo xtask lock status|release [--force]`: inspect or break the server's deploy lock.
+
+use crate::config;
+use crate::core::exit::fail;
+use crate::core::records::LockHolder;
+use crate::core::util::epoch;
+use crate::ctx::Ctx;
+use crate::ops::{self, holder_dead_here};
+use crate::plan::Step;
+use crate::server::lock;
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+#[derive(Args)]
+pub struct Lock {
+    #[command(subcommand)]
+    cmd: LockCmd,
+    #[arg(long, default_value = "production", global = true)]
+    env: String,
+}
+
+#[derive(Subcommand)]
+enum LockCmd {
+    /// Who holds the deploy lock, since when, and whether it is stale.
+    Status,
+    /// Release the lock; a lock that is not stale needs --force.
+    Release {
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+impl Lock {
+    pub fn run(self, sh: &Ctx) -> Result<()> {
+        let file = config::load(sh)?;
+        let env = config::environment(sh, &file, &self.env)?;
+        let (mut x, server) = ops::connect(sh, &env, false)?;
+        let out = x.run(
+            &Step::remote("lock-read", "Read the lock", &server.name, lock::read(&env)).read_only(),
+        )?;
+        let text = out.stdout.trim();
+        if text.is_empty() {
+            println!("lock: free");
+            return Ok(());
+        }
+        let h: LockHolder = serde_json::from_str(text).unwrap_or_default();
+        let age = epoch().saturating_sub(h.started_epoch);
+        let stale = age > env.cfg.lock_ttl_s || holder_dead_here(&h);
+        println!(
+            "lock: held by {} (pid {}, {} {}, since {}, {age}s ago){}",
+            h.who,
+            h.pid,
+            if h.operation.is_empty() {
+                "deploying"
+            } else {
+                &h.operation
+            },
+            h.version,
+            h.started,
+            if stale { " — STALE" } else { "" }
+        );
+        match self.cmd {
+            LockCmd::Status => Ok(()),
+            LockCmd::Release { force } => {
+                if !force {
+                    return Err(fail(
+                        "the lock is held; a deploy may be running: pass --force to break it",
+                    ));
+                }
+                x.run(&Step::remote(
+                    "lock-break",
+                    "Break the lock",
+                    &server.name,
+                    lock::force_release(&env),
+                ))?;
+                println!("lock: released (forced)");
+                Ok(())
+            }
+        }
+    }
+}

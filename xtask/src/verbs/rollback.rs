@@ -1,0 +1,84 @@
+//! `cargo xtask rollback`: the last good version (or `--to`), through the same rollout and gate;
+//! `--restore` restores the snapshot taken before the running version was deployed.
+
+use crate::config;
+use crate::core::exit::{fail, DEPLOY_EXIT_CODES};
+use crate::core::records::Outcome;
+use crate::core::version;
+use crate::ctx::Ctx;
+use crate::ops::{self, rollout, snapshot};
+use crate::server::snapshot::validate_id;
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Args)]
+#[command(after_help = DEPLOY_EXIT_CODES)]
+pub struct Rollback {
+    #[arg(long, default_value = "production")]
+    env: String,
+    /// The version to go back to (default: the last good version that is not the one running).
+    #[arg(long, conflicts_with = "restore")]
+    to: Option<String>,
+    /// Restore the snapshot taken before the running version was deployed: the data goes back
+    /// too, and the version recorded in the snapshot is started.
+    #[arg(long)]
+    restore: bool,
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl Rollback {
+    pub fn run(self, sh: &Ctx) -> Result<()> {
+        let file = config::load(sh)?;
+        let env = config::environment(sh, &file, &self.env)?;
+        if let Some(v) = &self.to {
+            version::validate(v)?;
+        }
+        // The history is read over the same connection the deploy then uses.
+        let (mut x, server) = ops::connect(sh, &env, self.dry_run)?;
+        if self.restore {
+            let (running, hist) = ops::running_and_history(&mut x, &env, &server.name)?;
+            let id = hist
+                .iter()
+                .rev()
+                .find(|r| {
+                    r.kind == "deploy" && r.outcome == Outcome::Success && r.version == running
+                })
+                .and_then(|r| r.snapshot.clone())
+                .ok_or_else(|| {
+                    fail(format!(
+                        "no pre-deploy snapshot recorded for the running version {running}"
+                    ))
+                })?;
+            validate_id(&id)?;
+            if self.dry_run {
+                eprintln!("would restore snapshot {id} (taken before {running} was deployed)");
+                return Ok(());
+            }
+            snapshot::restore(sh, &mut x, &env, &server.name, &id)?;
+            return Ok(());
+        }
+        let target = match self.to {
+            Some(v) => v,
+            None => {
+                let (running, hist) = ops::running_and_history(&mut x, &env, &server.name)?;
+                hist.iter()
+                    .rev()
+                    .filter(|r| r.outcome == Outcome::Success)
+                    .map(|r| r.version.as_str())
+                    .find(|v| !v.is_empty() && *v != running)
+                    .map(|s| s.to_string())
+                    .ok_or_else(|| fail(format!("no earlier good version in the history (running: {running}); pass --to VERSION")))?
+            }
+        };
+        eprintln!("rollback to {target}");
+        let o = rollout::Options {
+            rollback: false,
+            no_snapshot: false,
+            dry_run: self.dry_run,
+            json: false,
+            kind: "rollback",
+        };
+        rollout::deploy(sh, &env, &target, &o, x)
+    }
+}

@@ -1,0 +1,241 @@
+//! `cargo xtask sandbox up|down|status`: a real OCI registry (htpasswd auth) and a real OpenSSH
+//! server on 127.0.0.1 standing in for GHCR and the VM, a local Python base image, and a bare git
+//! repository standing in for the git remote. All state lives under `target/sandbox/`
+//! (`sandbox_state`).
+
+mod base_image;
+mod daemons;
+
+use crate::compose;
+use crate::core::contract::{COMPOSE_FILE, CONTAINER};
+use crate::core::exit::{exit_code, fail};
+use crate::core::util::is_root;
+use crate::ctx::Ctx;
+use crate::sandbox_state::{self, Paths, State, DIR, REGISTRY_USER};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use std::fs;
+use xshell::cmd;
+
+/// The one list of Debian packages (used by `.ci/run` too).
+pub const PREREQS_SCRIPT: &str = "scripts/install-prereqs.sh";
+
+#[derive(Args)]
+pub struct Sandbox {
+    #[command(subcommand)]
+    cmd: SandboxCmd,
+}
+
+#[derive(Subcommand)]
+enum SandboxCmd {
+    /// Start the registry and sshd, build the base image, create the git remote (idempotent).
+    Up {
+        /// Install missing prerequisites with apt-get (root on Debian; automatic when CI=true).
+        #[arg(long)]
+        install: bool,
+    },
+    /// Stop what `up` started (by recorded PID) and the sandbox's observer container.
+    Down,
+    /// Say what runs and what does not.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Sandbox {
+    pub fn run(self, sh: &Ctx) -> Result<()> {
+        match self.cmd {
+            SandboxCmd::Up { install } => {
+                let ci = std::env::var("CI").as_deref() == Ok("true");
+                up(sh, install || ci).map(|_| ())
+            }
+            SandboxCmd::Down => down(sh),
+            SandboxCmd::Status { json } => status(sh, json),
+        }
+    }
+}
+
+/// The Debian packages `scripts/install-prereqs.sh --check` reports missing.
+fn missing_packages(sh: &Ctx) -> Result<Vec<String>> {
+    let script = sh.path(PREREQS_SCRIPT);
+    let out = sh.capture(cmd!(sh, "bash {script} --check"), None)?;
+    let missing: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if !out.ok && missing.is_empty() {
+        bail!("{PREREQS_SCRIPT} --check failed: {}", out.stderr.trim());
+    }
+    Ok(missing)
+}
+
+/// Runs `scripts/install-prereqs.sh` (root on Debian).
+fn install(sh: &Ctx) -> Result<()> {
+    if !is_root() {
+        bail!("--install needs root on a Debian system; run: sudo bash {PREREQS_SCRIPT}");
+    }
+    let script = sh.path(PREREQS_SCRIPT);
+    sh.run_visible("installing the prerequisites", cmd!(sh, "bash {script}"))
+}
+
+/// Starts (or reuses) everything; installs missing packages when allowed.
+pub fn up(sh: &Ctx, allow_install: bool) -> Result<State> {
+    let p = Paths::new(sh);
+    let mut st = sandbox_state::load(sh).unwrap_or_default();
+    let missing = missing_packages(sh)?;
+    if !missing.is_empty() {
+        if allow_install {
+            install(sh)?;
+        } else {
+            return Err(fail(format!(
+                "missing prerequisites (Debian packages): {}\ninstall them with: bash {PREREQS_SCRIPT}\n(or run `cargo xtask sandbox up --install` as root)",
+                missing.join(" ")
+            )));
+        }
+    }
+    if !sh.ok(cmd!(sh, "docker info")) {
+        bail!("the docker daemon does not answer (`docker info` failed): start it, e.g. `systemctl start docker`");
+    }
+    for d in [
+        p.registry().join("data"),
+        p.ssh(),
+        p.server().join("observer"),
+        p.server().join("backups"),
+        p.root.join("git"),
+    ] {
+        fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    st.user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| {
+            sh.read(cmd!(sh, "id -un"))
+                .unwrap_or_else(|_| "root".into())
+        });
+    daemons::start_registry(sh, &p, &mut st)?;
+    sandbox_state::save(&p, &st)?;
+    daemons::start_sshd(sh, &p, &mut st)?;
+    sandbox_state::save(&p, &st)?;
+    st.base_image = base_image::ensure(sh, &p)?;
+    sandbox_state::save(&p, &st)?;
+    if !p.git_remote().join("HEAD").is_file() {
+        let git = p.git_remote();
+        sh.read(cmd!(sh, "git init --bare -q {git}"))?;
+    }
+    eprintln!(
+        "sandbox up:\n  registry  {} at 127.0.0.1:{} (user {REGISTRY_USER}, token in {})\n  server    sshd at {}@127.0.0.1:{} (key {}, pinned host key in {})\n  deploy    remote dir {}\n  base      {}\n  git       {}",
+        st.registry_kind,
+        st.registry_port,
+        p.token().display(),
+        st.user,
+        st.ssh_port,
+        p.client_key().display(),
+        p.known_hosts().display(),
+        p.server().join("observer").display(),
+        st.base_image,
+        p.git_remote().display()
+    );
+    Ok(st)
+}
+
+/// Stops only what `up` started (by recorded PID) and the sandbox's observer container.
+pub fn down(sh: &Ctx) -> Result<()> {
+    let p = Paths::new(sh);
+    let Some(mut st) = sandbox_state::load(sh) else {
+        eprintln!("sandbox: nothing recorded under {DIR}; nothing to stop");
+        return Ok(());
+    };
+    // The observer the sandbox server runs (started by a sandbox deploy).
+    let remote = p.server().join("observer");
+    if remote.join(COMPOSE_FILE).is_file() {
+        if let Some(c) = compose::detect_local(sh) {
+            let argv = c.argv();
+            let (program, args) = (&argv[0], &argv[1..]);
+            let _dir = sh.push_dir(&remote);
+            let ok = sh.ok(cmd!(
+                sh,
+                "{program} {args...} -f {COMPOSE_FILE} down --timeout 10"
+            ));
+            eprintln!(
+                "observer container: {}",
+                if ok {
+                    "stopped"
+                } else {
+                    "not stopped (see `docker ps`)"
+                }
+            );
+        }
+    }
+    if let Some(pid) = st.registry_pid.take() {
+        daemons::stop_pid(pid, &p.registry().join("config.yml"), "registry");
+    }
+    if let Some(pid) = st.sshd_pid.take() {
+        daemons::stop_pid(pid, &p.ssh().join("sshd_config"), "sshd");
+    }
+    sandbox_state::save(&p, &st)?;
+    Ok(())
+}
+
+/// What runs; exit 1 when the registry or sshd is down.
+pub fn status(sh: &Ctx, json: bool) -> Result<()> {
+    let p = Paths::new(sh);
+    let st = sandbox_state::load(sh).unwrap_or_default();
+    let reg = st
+        .registry_pid
+        .is_some_and(|pid| daemons::pid_alive(pid, &p.registry().join("config.yml")))
+        && daemons::http_status(st.registry_port, "/v2/") == Some(401);
+    let sshd = st
+        .sshd_pid
+        .is_some_and(|pid| daemons::pid_alive(pid, &p.ssh().join("sshd_config")))
+        && daemons::ssh_banner(st.ssh_port);
+    let base_tag = &st.base_image;
+    let base = !base_tag.is_empty() && sh.ok(cmd!(sh, "docker image inspect {base_tag}"));
+    let git = p.git_remote().join("HEAD").is_file();
+    let format = "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}";
+    let observer = sh
+        .read(cmd!(sh, "docker inspect -f {format} {CONTAINER}"))
+        .ok();
+    if json {
+        let v = serde_json::json!({
+            "registry": {"running": reg, "address": format!("127.0.0.1:{}", st.registry_port), "pid": st.registry_pid, "kind": st.registry_kind},
+            "sshd": {"running": sshd, "address": format!("127.0.0.1:{}", st.ssh_port), "pid": st.sshd_pid},
+            "base_image": {"present": base, "tag": st.base_image},
+            "git_remote": {"present": git, "path": p.git_remote()},
+            "observer": observer,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let yn = |b: bool| if b { "running" } else { "not running" };
+        println!(
+            "registry    {:<12} 127.0.0.1:{} {}",
+            yn(reg),
+            st.registry_port,
+            st.registry_kind
+        );
+        println!("sshd        {:<12} 127.0.0.1:{}", yn(sshd), st.ssh_port);
+        println!(
+            "base image  {:<12} {}",
+            if base { "present" } else { "missing" },
+            st.base_image
+        );
+        println!(
+            "git remote  {:<12} {}",
+            if git { "present" } else { "missing" },
+            p.git_remote().display()
+        );
+        println!(
+            "observer    {}",
+            observer.unwrap_or_else(|| "no container".into())
+        );
+    }
+    if !(reg && sshd) {
+        return Err(exit_code(
+            "the sandbox is not fully up (`cargo xtask sandbox up`)",
+            1,
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! `cargo xtask snapshot create|list|verify|restore|prune|download`: verified backups of the
+//! server's deploy root (the streams are in `ops::snapshot`, the scripts in `server::snapshot`).
+
+use crate::config;
+use crate::core::exit::{fail, usage};
+use crate::ctx::Ctx;
+use crate::ops::{self, snapshot, steps::Steps};
+use crate::plan::Step;
+use crate::server::{self, snapshot as ss};
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct Snapshot {
+    #[command(subcommand)]
+    cmd: SnapshotCmd,
+    /// The environment (deployment_config.json).
+    #[arg(long, default_value = "production", global = true)]
+    env: String,
+    /// Print JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Snapshot config/ (with the archive), data/, logs/ and .deploy/ (never .env).
+    Create {
+        /// Leave logs/ out.
+        #[arg(long)]
+        no_logs: bool,
+    },
+    /// Every snapshot with its state (valid / incomplete / corrupt).
+    List,
+    /// Re-hash the archive and every entry against the manifest.
+    Verify { id: String },
+    /// Verify, stop the service, move the current state aside, extract, start the recorded version.
+    Restore {
+        id: String,
+        /// Required when not interactive.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Keep the newest N valid snapshots (default: the environment's keep_snapshots).
+    Prune {
+        #[arg(long)]
+        keep: Option<usize>,
+    },
+    /// Copy a snapshot's three files to a local directory (hash checked).
+    Download {
+        id: String,
+        #[arg(long, default_value = ".")]
+        to: PathBuf,
+    },
+}
+
+fn confirm(id: &str, yes: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    if yes {
+        return Ok(());
+    }
+    if !io::stdin().is_terminal() {
+        return Err(usage(
+            "restore replaces the server's state: pass --yes when not interactive",
+        ));
+    }
+    eprint!(
+        "restore {id}: the service stops and the current state is moved aside. Continue? [y/N] "
+    );
+    let mut line = String::new();
+    io::stdin().read_line(&mut line)?;
+    if line.trim().eq_ignore_ascii_case("y") {
+        Ok(())
+    } else {
+        Err(fail("restore cancelled"))
+    }
+}
+
+impl Snapshot {
+    pub fn run(self, sh: &Ctx) -> Result<()> {
+        let file = config::load(sh)?;
+        let env = config::environment(sh, &file, &self.env)?;
+        match &self.cmd {
+            SnapshotCmd::Verify { id }
+            | SnapshotCmd::Restore { id, .. }
+            | SnapshotCmd::Download { id, .. } => ss::validate_id(id)?,
+            _ => {}
+        }
+        if let SnapshotCmd::Restore { id, yes } = &self.cmd {
+            confirm(id, *yes)?;
+        }
+        let (mut x, server) = ops::connect(sh, &env, false)?;
+        let s = server.name.clone();
+        match self.cmd {
+            SnapshotCmd::Create { no_logs } => {
+                let probe = x.run_step(&Steps::new(&env, &s).probe())?;
+                let version = server::tag_of(&server::probe::parse(&probe.stdout).running);
+                let m = x.step("Create the snapshot", |x| {
+                    snapshot::create(x, &env, &s, &version, no_logs)
+                })?;
+                if self.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"id": m.id, "size": m.archive.size, "sha256": m.archive.sha256, "entries": m.entries.len(), "version": m.version})
+                    );
+                } else {
+                    println!(
+                        "snapshot {} ({} bytes, {} entries, sha256 {})",
+                        m.id,
+                        m.archive.size,
+                        m.entries.len(),
+                        m.archive.sha256
+                    );
+                }
+            }
+            SnapshotCmd::List => {
+                let v = snapshot::list(&mut x, &env, &s)?;
+                if self.json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    for l in &v {
+                        println!(
+                            "{:<28} {:<10} {:>12}  {}  {}",
+                            l.id, l.state, l.size, l.created, l.version
+                        );
+                    }
+                }
+            }
+            SnapshotCmd::Verify { id } => {
+                x.step(&format!("Verify snapshot {id}"), |x| {
+                    let m = snapshot::read_manifest(x, &env, &s, &id)?;
+                    snapshot::check_stream(x, &env, &s, &m, None)
+                })?;
+                println!("snapshot {id}: valid");
+            }
+            SnapshotCmd::Restore { id, .. } => {
+                let undo = snapshot::restore(sh, &mut x, &env, &s, &id)?;
+                if self.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"id": id, "undo": format!("{}/{undo}", env.remote_dir)})
+                    );
+                }
+            }
+            SnapshotCmd::Prune { keep } => {
+                let keep = keep.unwrap_or(env.cfg.keep_snapshots as usize).max(1);
+                let v = snapshot::list(&mut x, &env, &s)?;
+                let valid: Vec<&ss::Listed> = v.iter().filter(|l| l.state == "valid").collect();
+                let doomed: Vec<String> = valid
+                    .iter()
+                    .rev()
+                    .skip(keep)
+                    .map(|l| l.id.clone())
+                    .collect();
+                if !doomed.is_empty() {
+                    x.run_step(&Step::remote(
+                        "prune",
+                        format!("Delete {} old snapshot(s)", doomed.len()),
+                        &s,
+                        ss::delete(&env, &doomed),
+                    ))?;
+                }
+                println!(
+                    "kept {} valid snapshot(s), deleted {}",
+                    valid.len() - doomed.len(),
+                    doomed.len()
+                );
+            }
+            SnapshotCmd::Download { id, to } => {
+                let m = snapshot::read_manifest(&mut x, &env, &s, &id)?;
+                std::fs::create_dir_all(&to)?;
+                for f in [
+                    m.archive.file.clone(),
+                    format!("{}.sha256", m.archive.file),
+                    format!("{id}.manifest.json"),
+                ] {
+                    let sha = snapshot::download(&mut x, &env, &s, &f, &to.join(&f))?;
+                    if f == m.archive.file && sha != m.archive.sha256 {
+                        return Err(fail(format!(
+                            "downloaded {f} has sha256 {sha}, the manifest says {}",
+                            m.archive.sha256
+                        )));
+                    }
+                }
+                println!("downloaded {id} to {}", to.display());
+            }
+        }
+        Ok(())
+    }
+}

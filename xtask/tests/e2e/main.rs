@@ -1,0 +1,16 @@
+//! End-to-end tests against the real sandbox, one module per area: `cargo xtask ci` runs them
+//! with `cargo test -p xtask --test e2e -- --ignored --test-threads=1`. They drive the real tools
+//! (docker, ssh, git, curl and the xtask binary) from outside, as a person would, so they start
+//! processes directly.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+mod benchmarks;
+mod check_env;
+mod deploy;
+mod release;
+mod sandbox;
+mod snapshot;
+
+pub const E2E: &str = "e2e: needs the sandbox; run by `cargo xtask ci`";
