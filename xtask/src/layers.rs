@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 /// Top-level module → layer. A module may use modules of a lower or equal layer, never higher.
 const LAYERS: &[(&str, u8)] = &[
     ("core", 0),
-    ("yaml", 0),
     ("ctx", 1),
     ("sandbox_state", 1),
     ("config", 2),

@@ -16,7 +16,6 @@ mod sandbox_state;
 mod server;
 mod transport;
 mod verbs;
-mod yaml;
 
 use crate::core::exit::{code_of, EXIT_CODES};
 use clap::{Parser, Subcommand};

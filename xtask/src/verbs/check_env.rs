@@ -12,7 +12,6 @@ use crate::ctx::Ctx;
 use crate::ops;
 use crate::plan::Step;
 use crate::server::{field, probe};
-use crate::yaml;
 use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
@@ -119,7 +118,7 @@ impl CheckEnv {
         );
         path_contract(&file, &mut r);
         config_contract(&file, &mut r);
-        compose_contract(&compose_path, &mut r);
+        compose_contract(sh, &compose_path, &mut r);
         environment(sh, &file, &self.env, &mut r);
         if self.remote {
             match config::environment(sh, &file, &self.env) {
@@ -271,72 +270,76 @@ fn config_contract(file: &ConfigFile, r: &mut Report) {
     }
 }
 
-fn compose_contract(path: &std::path::Path, r: &mut Report) {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+fn compose_contract(sh: &Ctx, path: &std::path::Path, r: &mut Report) {
+    let m = match compose::read_file(sh, path) {
+        Ok(m) => m,
         Err(e) => {
-            r.fail("compose file", format!("{}: {e}", path.display()));
+            r.fail("compose file", format!("{e:#}"));
             return;
         }
     };
-    let doc = match yaml::parse(&text) {
-        Ok(d) => d,
-        Err(e) => {
-            r.fail("compose file", format!("{}: {e}", path.display()));
-            return;
-        }
-    };
-    let svc = "services.qts-observer";
-    match doc.str(&format!("{svc}.image")) {
-        Some(img) if img.contains("${IMAGE_TAG:?") => r.ok("compose image guard", img.to_string()),
-        Some(img) => r.fail(
+    r.ok(
+        "compose file",
+        format!("{} (read by {})", path.display(), m.reader),
+    );
+    let svc = &m.doc["services"]["qts-observer"];
+    if svc.is_null() {
+        r.fail("compose service", "no services.qts-observer");
+        return;
+    }
+    let image = svc["image"].as_str().unwrap_or("");
+    if m.guard {
+        r.ok(
             "compose image guard",
-            format!("`{img}` lacks ${{IMAGE_TAG:?IMAGE_TAG required}} (contract §2)"),
-        ),
-        None => r.fail("compose image guard", "no services.qts-observer.image"),
+            "an unset IMAGE_TAG stops compose (${IMAGE_TAG:?...})",
+        );
+    } else {
+        r.fail(
+            "compose image guard",
+            format!("`{image}`: an unset IMAGE_TAG does not stop compose; use ${{IMAGE_TAG:?IMAGE_TAG required}} (contract §2)"),
+        );
     }
-    let want = [
-        ("limits.cpus", "1.0"),
-        ("limits.memory", "512M"),
-        ("reservations.cpus", "0.5"),
-        ("reservations.memory", "256M"),
-    ];
-    for (k, v) in want {
-        let got = doc.str(&format!("{svc}.deploy.resources.{k}"));
-        let same = got.is_some_and(|g| {
-            g == v || g.parse::<f64>().ok() == v.parse::<f64>().ok() && g.parse::<f64>().is_ok()
-        });
-        if same {
-            r.ok(format!("compose {k}"), v);
+    let res = &svc["deploy"]["resources"];
+    for (k, want) in [("limits", 1.0), ("reservations", 0.5)] {
+        let got = compose::cpus(&res[k]["cpus"]);
+        if got == Some(want) {
+            r.ok(format!("compose {k}.cpus"), want.to_string());
         } else {
             r.fail(
-                format!("compose {k}"),
-                format!("{} (contract §2.3 wants {v})", got.unwrap_or("missing")),
+                format!("compose {k}.cpus"),
+                format!("{} (contract §2.3 wants {want})", res[k]["cpus"]),
             );
         }
     }
-    let vols = doc.seq_strs(&format!("{svc}.volumes"));
-    for want in [
-        "./data:/app/data/observer",
-        "./logs:/app/logs",
-        "./config:/app/config",
+    for (k, want, label) in [
+        ("limits", 512u64 << 20, "512M"),
+        ("reservations", 256 << 20, "256M"),
     ] {
-        if vols
-            .iter()
-            .any(|v| v == want || v.starts_with(&format!("{want}:")))
-        {
-            r.ok(
-                format!("compose volume {}", want.split(':').next().unwrap_or(want)),
-                want,
-            );
+        let got = compose::bytes(&res[k]["memory"]);
+        if got == Some(want) {
+            r.ok(format!("compose {k}.memory"), label);
         } else {
             r.fail(
-                format!("compose volume {}", want.split(':').next().unwrap_or(want)),
-                format!("missing `{want}` (contract §2.2)"),
+                format!("compose {k}.memory"),
+                format!("{} (contract §2.3 wants {label})", res[k]["memory"]),
             );
         }
     }
-    match doc.str(&format!("{svc}.restart")) {
+    let vols = compose::volumes(svc, &m.base);
+    for (src, dst) in [
+        ("data", "/app/data/observer"),
+        ("logs", "/app/logs"),
+        ("config", "/app/config"),
+    ] {
+        let name = format!("compose volume ./{src}");
+        let want = format!("./{src}:{dst}");
+        if vols.iter().any(|(s, d)| *s == m.base.join(src) && d == dst) {
+            r.ok(name, want);
+        } else {
+            r.fail(name, format!("missing `{want}` (contract §2.2)"));
+        }
+    }
+    match svc["restart"].as_str() {
         Some("unless-stopped") => r.ok("compose restart", "unless-stopped"),
         other => r.fail(
             "compose restart",
