@@ -1,12 +1,20 @@
 """The observer service: an append-only JSON-lines writer plus /health and /metrics on HTTP."""
 
+import collections
 import datetime
 import json
 import os
 import secrets
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from . import archive
+
+
+def _label(value):
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def utc_now_rfc3339(now=None):
@@ -15,11 +23,19 @@ def utc_now_rfc3339(now=None):
 
 
 class Observer:
-    """Appends one whole line per tick; never truncates or rewrites the archive."""
+    """Observes once per interval and appends the record to the archive as one whole line.
+
+    A record that cannot be written (a full disk, an unwritable directory) waits in a bounded
+    in-memory queue and is appended, in order and keeping its ``seq``, once the archive takes
+    writes again. Beyond ``queue_max`` records the OLDEST queued record is dropped (and counted):
+    the queue always holds the most recent observations, so what is appended when space returns
+    reaches up to the present and the loss is one contiguous ``seq`` range right after the
+    failure began, which ``python3 -m observer.check`` reports as missing.
+    """
+
+    BATCH_BYTES = 1 << 16  # queued records are flushed up to this many bytes per write()
 
     def __init__(self, settings, clock=None):
-        import time
-
         self.settings = settings
         self.clock = clock or time.time
         self.instance = secrets.token_hex(8)
@@ -27,9 +43,17 @@ class Observer:
         self.records_total = 0
         self.last_write = None  # wall-clock seconds of the last successful append
         self.last_error = None
+        self.queue = collections.deque()  # (seq, bytes) waiting for the archive
+        self.dropped_total = 0
+        self.write_errors_total = 0
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
         self._log_file = None
+        self.writer = archive.ArchiveWriter(settings.archive, settings.fsync_ms, log=self.log)
+        split = os.environ.get("OBSERVER_TEST_SPLIT_WRITE_MS")  # tests only: see ArchiveWriter
+        if split:
+            self.writer.split_pause = int(split) / 1000.0
+        self._outage = None  # what happened since the archive stopped taking writes
 
     # -- logging ---------------------------------------------------------------------------------
     def log(self, message):
@@ -58,58 +82,167 @@ class Observer:
         )
 
     # -- archive ---------------------------------------------------------------------------------
-    def append_once(self):
-        """Append one record. Returns True on success; on failure records the reason."""
-        s = self.settings
+    def observe(self):
+        """One observation: (seq, the record as one JSON line)."""
         self.seq += 1
         record = {
             "ts": utc_now_rfc3339(),
             "seq": self.seq,
             "instance": self.instance,
-            "version": s.version,
+            "version": self.settings.version,
         }
-        data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-        try:
-            os.makedirs(s.archive_dir, exist_ok=True)
-            fd = os.open(s.archive, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return self.seq, (json.dumps(record, separators=(",", ":")) + "\n").encode()
+
+    def trim(self):
+        """Hold the queue to its bound: drop the oldest records beyond it (and count them)."""
+        bound = self.settings.queue_max
+        with self.lock:
+            while len(self.queue) > bound:
+                lost, _ = self.queue.popleft()
+                self.dropped_total += 1
+                if self._outage is not None:
+                    o = self._outage
+                    o["dropped"] += 1
+                    o["dropped_first"] = o["dropped_first"] or lost
+                    o["dropped_last"] = lost
+        o = self._outage
+        if o is not None and o["dropped"] and not o["drop_logged"]:
+            o["drop_logged"] = True
+            self.log(
+                f"error: the queue is full ({bound} records, OBSERVER_QUEUE_MAX): "
+                f"dropping the oldest queued records"
+            )
+
+    def flush(self):
+        """Append the queued records, oldest first, each whole. True when the queue is empty."""
+        limit = 0 if self._outage else self.BATCH_BYTES  # failing: one record per attempt
+        while True:
+            with self.lock:
+                batch, size = [], 0
+                for seq, data in self.queue:
+                    if batch and size + len(data) > limit:
+                        break
+                    batch.append(data)
+                    size += len(data)
+            if not batch:
+                break
             try:
-                written = os.write(fd, data)  # one write: the line lands whole
-                if written != len(data):
-                    raise OSError(f"short write ({written} of {len(data)} bytes)")
-            finally:
-                os.close(fd)
+                self.writer.append(b"".join(batch) if len(batch) > 1 else batch[0], len(batch))
+            except OSError as e:
+                if len(batch) > 1:
+                    limit = 0  # a whole batch did not fit: go on one record at a time
+                    continue
+                with self.lock:
+                    self.write_errors_total += 1
+                self._failed(e)
+                return False
+            limit = self.BATCH_BYTES
+            with self.lock:
+                for _ in batch:
+                    self.queue.popleft()
+                self.records_total += len(batch)
+                self.last_write = self.clock()
+        self._recovered()
+        return True
+
+    def _failed(self, e):
+        reason = f"archive not writable: {e.strerror or e}"
+        with self.lock:
+            self.last_error = reason
+        if self._outage is None:
+            self._outage = {
+                "since": self.clock(),
+                "first_seq": self.queue[0][0] if self.queue else None,
+                "dropped": 0,
+                "dropped_first": None,
+                "dropped_last": None,
+                "drop_logged": False,
+                "errors_before": self.write_errors_total - 1,  # this one included
+            }
+            self.log(
+                f"error: {reason}; the archive keeps only whole records; records wait in memory "
+                f"(at most {self.settings.queue_max}) until it takes writes again"
+            )
+
+    def _recovered(self):
+        with self.lock:
+            self.last_error = None
+        o, self._outage = self._outage, None
+        if o is None:
+            return
+        lost = ""
+        if o["dropped"]:
+            lost = f", {o['dropped']} dropped (seq {o['dropped_first']}..{o['dropped_last']})"
+        self.log(
+            f"archive writable again after {self.clock() - o['since']:.3f}s: queued records "
+            f"appended from seq {o['first_seq']}{lost}; "
+            f"{self.write_errors_total - o['errors_before']} failed writes"
+        )
+
+    def sync(self, force=False):
+        try:
+            self.writer.sync(force)
+        except OSError as e:
+            with self.lock:
+                self.write_errors_total += 1
+                self.last_error = f"archive fsync failed: {e.strerror or e}"
+            self.log(f"error: {self.last_error}")
+
+    def append_once(self):
+        """Observe once and append (after whatever is queued). True when nothing is left queued;
+        False when the record waits in the queue (the reason is in ``last_error``).
+
+        The caller must be the archive's only writer (``run_writer`` holds the writer lock)."""
+        record = self.observe()
+        with self.lock:
+            self.queue.append(record)
+        ok = self.flush()  # the queue may exceed its bound by this one record meanwhile
+        if not ok:
+            self.trim()
+        self.sync()
+        return ok
+
+    def take_over(self):
+        """Open the archive and repair a torn tail; on failure the next append retries."""
+        try:
+            self.writer.open()
         except OSError as e:
             with self.lock:
                 self.last_error = f"archive not writable: {e.strerror or e}"
-            return False
-        with self.lock:
-            self.records_total += 1
-            self.last_write = self.clock()
-            self.last_error = None
-        return True
-
-    def fsync_archive(self):
-        try:
-            fd = os.open(self.settings.archive, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            self.log(f"error: cannot take the archive over: {e.strerror or e}; retrying")
 
     def run_writer(self):
         interval = self.settings.interval_ms / 1000.0
-        failing = False
+        self.take_over()
+        next_tick = time.monotonic()
         while not self.stop_event.is_set():
-            ok = self.append_once()
-            if not ok and not failing:
-                self.log(f"error: {self.last_error}")
-            elif ok and failing:
-                self.log("archive writable again")
-            failing = not ok
-            self.stop_event.wait(interval)
-        self.fsync_archive()
+            self.append_once()
+            next_tick += interval
+            now = time.monotonic()
+            if next_tick < now:  # late (a slow disk): tick at once, then on the new schedule
+                next_tick = now
+            self.stop_event.wait(next_tick - now)
+        self.finish()
+
+    def finish(self):
+        """On stop: give queued records a last chance, fsync, close."""
+        if self.queue:
+            wait = self.settings.stop_flush_ms / 1000.0
+            self.log(f"stopping with {len(self.queue)} records queued: retrying for {wait:.1f}s")
+            deadline = time.monotonic() + wait
+            while not self.flush() and time.monotonic() < deadline:
+                time.sleep(min(0.05, self.settings.interval_ms / 1000.0))
+            if self.queue:
+                with self.lock:
+                    first, last, n = self.queue[0][0], self.queue[-1][0], len(self.queue)
+                    self.queue.clear()
+                    self.dropped_total += n
+                self.log(
+                    f"error: {n} queued records lost (seq {first}..{last}): "
+                    f"the archive did not take writes before the stop"
+                )
+        self.sync(force=True)
+        self.writer.close()
 
     # -- health and metrics ----------------------------------------------------------------------
     def health(self):
@@ -117,14 +250,24 @@ class Observer:
         s = self.settings
         with self.lock:
             last_write, last_error = self.last_write, self.last_error
+            depth, dropped = len(self.queue), self.dropped_total
         age = None if last_write is None else max(0.0, self.clock() - last_write)
         body = {
             "status": "ok",
             "version": s.version,
+            "instance": self.instance,
             "last_write_age_s": None if age is None else round(age, 3),
             "archive": s.archive,
+            "queue_depth": depth,
+            "dropped_records_total": dropped,
         }
         limit = 3 * s.interval_ms / 1000.0
+        if depth:
+            body.update(
+                status="unhealthy",
+                reason=f"{last_error or 'archive not writable'}; {depth} records queued in memory",
+            )
+            return 503, body
         if last_error is not None:
             body.update(status="unhealthy", reason=last_error)
             return 503, body
@@ -137,20 +280,41 @@ class Observer:
         return 200, body
 
     def metrics(self):
+        w = self.writer
         with self.lock:
             total, last_write = self.records_total, self.last_write
-        version = self.settings.version.replace("\\", "\\\\").replace('"', '\\"')
-        return (
-            "# HELP observer_records_total Records appended to the archive by this process.\n"
-            "# TYPE observer_records_total counter\n"
-            f"observer_records_total {total}\n"
-            "# HELP observer_last_write_timestamp_seconds Unix time of the last successful append.\n"
-            "# TYPE observer_last_write_timestamp_seconds gauge\n"
-            f"observer_last_write_timestamp_seconds {last_write or 0:.3f}\n"
-            "# HELP observer_build_info Build information.\n"
-            "# TYPE observer_build_info gauge\n"
-            f'observer_build_info{{version="{version}"}} 1\n'
-        )
+            depth, dropped, errors = len(self.queue), self.dropped_total, self.write_errors_total
+        version = _label(self.settings.version)
+        rows = [
+            ("observer_records_total", "counter",
+             "Records appended to the archive by this process.", "", total),
+            ("observer_last_write_timestamp_seconds", "gauge",
+             "Unix time of the last successful append.", "", f"{last_write or 0:.3f}"),
+            ("observer_queue_depth", "gauge",
+             "Records waiting in memory for the archive to take writes.", "", depth),
+            ("observer_queue_max", "gauge",
+             "The queue's bound (OBSERVER_QUEUE_MAX); beyond it the oldest are dropped.", "",
+             self.settings.queue_max),
+            ("observer_dropped_records_total", "counter",
+             "Records lost: dropped from a full queue or still queued at stop.", "", dropped),
+            ("observer_write_errors_total", "counter",
+             "Record appends that failed (the archive was cut back to its size before each).", "",
+             errors),
+            ("observer_torn_tails_total", "counter",
+             "Torn tails (bytes after the last newline) moved aside by this process.", "",
+             w.torn_moved),
+            ("observer_fsync_total", "counter", "fdatasync calls on the archive.", "", w.fsyncs),
+            ("observer_unsynced_records", "gauge",
+             "Records appended since the last fdatasync (lost by a power loss now).", "",
+             w.unsynced),
+            ("observer_build_info", "gauge", "Build information.", f'{{version="{version}"}}', 1),
+            ("observer_instance_info", "gauge", "This process's instance id (records' instance).",
+             f'{{instance="{self.instance}"}}', 1),
+        ]
+        out = []
+        for name, kind, help_text, labels, value in rows:
+            out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n{name}{labels} {value}\n")
+        return "".join(out)
 
     def make_http_server(self, host="0.0.0.0"):
         observer = self
@@ -208,5 +372,5 @@ def main(environ=None):
     obs.log(obs.start_line())
     obs.run_writer()
     server.shutdown()
-    obs.log(f"observer stopped records={obs.records_total}")
+    obs.log(f"observer stopped records={obs.records_total} dropped={obs.dropped_total}")
     return 0

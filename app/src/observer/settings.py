@@ -27,6 +27,9 @@ class Settings:
     port: int
     version: str
     config_file: str
+    queue_max: int = 3600
+    fsync_ms: int = 1000
+    stop_flush_ms: int = 5000
     sources: dict = field(default_factory=dict)
     secrets_present: dict = field(default_factory=dict)
 
@@ -64,9 +67,22 @@ def _file_value(doc, name):
         "OBSERVER_CONFIG_DIR": pth.get("config_dir"),
         "OBSERVER_INTERVAL_MS": obs.get("interval_ms"),
         "OBSERVER_PORT": obs.get("port"),
+        "OBSERVER_QUEUE_MAX": obs.get("queue_max"),
+        "OBSERVER_FSYNC_MS": obs.get("fsync_ms"),
+        "OBSERVER_STOP_FLUSH_MS": obs.get("stop_flush_ms"),
     }
     value = lookup.get(name)
     return None if value is None else str(value)
+
+
+def _non_negative_int(name, raw):
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative")
+    return value
 
 
 def load(environ=None):
@@ -115,6 +131,16 @@ def load(environ=None):
         raise SettingsError("OBSERVER_PORT must be an integer") from None
     if not 0 <= port <= 65535:
         raise SettingsError("OBSERVER_PORT must be within 0..65535")
+    # Records that cannot be written (a full disk) wait in memory: about one hour of them.
+    queue_max = _non_negative_int(
+        "OBSERVER_QUEUE_MAX", pick("OBSERVER_QUEUE_MAX", str(3_600_000 // interval_ms))
+    )
+    # fdatasync at most every OBSERVER_FSYNC_MS (0: after every record).
+    fsync_ms = _non_negative_int("OBSERVER_FSYNC_MS", pick("OBSERVER_FSYNC_MS", "1000"))
+    # On SIGTERM with records still queued: how long to keep trying to write them.
+    stop_flush_ms = _non_negative_int(
+        "OBSERVER_STOP_FLUSH_MS", pick("OBSERVER_STOP_FLUSH_MS", "5000")
+    )
     version = environ.get("OBSERVER_VERSION") or "dev"
     return Settings(
         config_dir=config_dir,
@@ -125,6 +151,9 @@ def load(environ=None):
         port=port,
         version=version,
         config_file=config_file,
+        queue_max=queue_max,
+        fsync_ms=fsync_ms,
+        stop_flush_ms=stop_flush_ms,
         sources=sources,
         secrets_present={n: bool(environ.get(n)) for n in SECRET_NAMES},
     )
