@@ -131,6 +131,7 @@ pub fn deploy_v1_v2_broken_rolls_back() {
         serde_json::from_str::<serde_json::Value>(l)
             .unwrap_or_else(|e| panic!("corrupt archive line {l:?}: {e}"));
     }
+    assert_archive_valid();
     // The secret reached the container but no output.
     let logs = sh("docker logs qts-observer 2>&1");
     assert!(!logs.stdout.contains(&secret));
@@ -357,4 +358,5 @@ pub fn deploy_killed_midway_converges_and_rollback_goes_back() {
         "the running version must be untouched"
     );
     assert_no_secret(&[&token()]);
+    assert_archive_valid();
 }

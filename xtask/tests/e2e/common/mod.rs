@@ -179,3 +179,14 @@ pub fn registry_digest(repo: &str, tag: &str) -> Option<String> {
             .then(|| v.trim().to_string())
     })
 }
+
+/// The observer's own archive checker (`python3 -m observer.check`, issue 18) over the sandbox
+/// server's archive: every line parses, no torn tail, per instance no `seq` gap or repeat.
+pub fn assert_archive_valid() {
+    let archive = sandbox_dir().join("server/observer/config/observer/observer.jsonl");
+    let r = run(Command::new("python3")
+        .args(["-m", "observer.check", "--json"])
+        .arg(&archive)
+        .env("PYTHONPATH", repo().join("app/src")));
+    assert_eq!(r.code, 0, "archive check failed:\n{}", r.all());
+}
