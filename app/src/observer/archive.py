@@ -15,11 +15,14 @@
 
 import datetime
 import errno
+import fcntl
+import json
 import os
 import time
 
 CHUNK = 1 << 16
 TORN_MARK = ".torn-"
+LOCK_NAME = ".writer.lock"
 
 
 def fsync_dir(path):
@@ -48,6 +51,12 @@ def tail_start(fd, size):
             return start + i + 1
         end = start
     return 0
+
+
+def probe_writable(archive):
+    """Raise OSError unless this process could append to ``archive`` (nothing is written)."""
+    os.makedirs(os.path.dirname(archive), exist_ok=True)
+    os.close(os.open(archive, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
 
 
 def torn_path(archive, now=None):
@@ -228,3 +237,52 @@ class ArchiveWriter:
                 pass
         self.fd = None
         self.ident = None
+
+
+class WriterLock:
+    """The single-writer lock: an exclusive ``flock`` on ``.writer.lock`` beside the archive,
+    held for as long as the process appends. The kernel releases it when the process dies."""
+
+    def __init__(self, archive):
+        self.path = os.path.join(os.path.dirname(archive), LOCK_NAME)
+        self.fd = None
+
+    def try_acquire(self, holder=None):
+        """True when this process now holds the lock; False when another one does."""
+        if self.fd is not None:
+            return True
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except OSError:
+            os.close(fd)
+            raise
+        self.fd = fd
+        if holder is not None:  # who holds it, for people and standbys; best effort
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, (json.dumps(holder, separators=(",", ":")) + "\n").encode(), 0)
+            except OSError:
+                pass
+        return True
+
+    def holder(self):
+        """What the lock file says about its holder (a dict), or {}."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                doc = json.loads(f.read() or "{}")
+            return doc if isinstance(doc, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def release(self):
+        if self.fd is not None:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = None
