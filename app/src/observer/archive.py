@@ -9,8 +9,9 @@
   writer's back) repairs a torn tail first: bytes after the last newline — what a crash or a
   power loss mid-write leaves — are copied to ``observer.jsonl.torn-<UTC time>`` beside the
   archive, fsynced, and only then cut from the archive. Nothing is ever appended onto a fragment.
-* Durability: ``fdatasync`` at most every ``fsync_ms`` milliseconds while there is something
-  unsynced (0: after every append), and always before the file is closed.
+* Durability: an appended record reaches ``fdatasync`` within ``fsync_ms`` milliseconds (0: right
+  after every append), and everything is synced before the file is closed. Records appended in
+  the same window share one ``fdatasync``.
 """
 
 import datetime
@@ -74,7 +75,7 @@ class ArchiveWriter:
         self.size = 0  # the archive's size; it ends with a whole line
         self.restore_pending = False  # a failed append's bytes still need cutting off
         self.unsynced = 0  # records appended since the last fdatasync
-        self.last_sync = None  # time.monotonic() of the last fdatasync
+        self.unsynced_since = None  # time.monotonic() of the oldest unsynced append
         self.last_sync_wall = None  # time.time() of the last fdatasync
         self.fsyncs = 0
         self.torn_moved = 0
@@ -85,6 +86,11 @@ class ArchiveWriter:
     # -- taking the archive over -----------------------------------------------------------------
     def open(self):
         """Open (or create) the archive and repair a torn tail. Raises OSError; then retry."""
+        if self.fd is not None and self.unsynced:
+            try:
+                os.fdatasync(self.fd)  # what went to the file being let go
+            except OSError:
+                pass
         self.close()
         directory = os.path.dirname(self.path)
         os.makedirs(directory, exist_ok=True)
@@ -95,7 +101,7 @@ class ArchiveWriter:
                 fsync_dir(directory)  # possibly a new file: its name must survive a power loss
             self.fd, self.ident = fd, (st.st_dev, st.st_ino)
             self.restore_pending = False
-            self.unsynced = 0
+            self.unsynced, self.unsynced_since = 0, None
             self.repair()
         except BaseException:
             self.close()
@@ -200,6 +206,8 @@ class ArchiveWriter:
                 how += f" after a short write ({done} of {len(data)} bytes)"
             raise OSError(e.errno, how + self._restore(before)) from None
         self.size = before + len(data)
+        if not self.unsynced:
+            self.unsynced_since = time.monotonic()
         self.unsynced += records
 
     def _restore(self, before):
@@ -210,23 +218,20 @@ class ArchiveWriter:
             return f"; cutting back to {before} bytes failed ({e.strerror}): retried first"
         return ""
 
-    def sync(self, force=False):
-        """fdatasync when due (or forced) and something is unsynced. Returns True when it ran."""
+    def sync(self, force=False, next_chance=0.0):
+        """fdatasync when something is unsynced and it is due: when the oldest unsynced record
+        would otherwise stay unsynced longer than ``fsync_ms``, the next chance to sync being
+        ``next_chance`` seconds away (the writer's interval). Returns True when it ran."""
         if self.fd is None or self.unsynced == 0:
             return False
-        now = time.monotonic()
-        if (
-            not force
-            and self.fsync_s > 0
-            and self.last_sync is not None
-            and now - self.last_sync < self.fsync_s
-        ):
-            return False
+        if not force and self.fsync_s > 0:
+            if time.monotonic() + next_chance - self.unsynced_since < self.fsync_s:
+                return False
         os.fdatasync(self.fd)
-        self.last_sync = time.monotonic()
         self.last_sync_wall = time.time()
         self.fsyncs += 1
         self.unsynced = 0
+        self.unsynced_since = None
         return True
 
     def close(self):

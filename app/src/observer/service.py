@@ -188,7 +188,7 @@ class Observer:
 
     def sync(self, force=False):
         try:
-            self.writer.sync(force)
+            self.writer.sync(force, next_chance=self.settings.interval_ms / 1000.0)
         except OSError as e:
             with self.lock:
                 self.write_errors_total += 1
@@ -386,6 +386,9 @@ class Observer:
              "Torn tails (bytes after the last newline) moved aside by this process.", "",
              w.torn_moved),
             ("observer_fsync_total", "counter", "fdatasync calls on the archive.", "", w.fsyncs),
+            ("observer_last_fsync_timestamp_seconds", "gauge",
+             "Unix time of the last fdatasync of the archive.", "",
+             f"{w.last_sync_wall or 0:.3f}"),
             ("observer_unsynced_records", "gauge",
              "Records appended since the last fdatasync (lost by a power loss now).", "",
              w.unsynced),
