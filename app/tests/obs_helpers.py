@@ -110,7 +110,9 @@ class ObserverProcess:
             if code == status and all(b.get(k) == v for k, v in body.items()):
                 return b
             if self.proc.poll() is not None:
-                raise AssertionError(f"the observer exited ({self.proc.returncode}):\n{self.output()}")
+                raise AssertionError(
+                    f"the observer exited ({self.proc.returncode}):\n{self.output()}"
+                )
             return None
 
         return wait_for(ok, timeout, what=f"/health {status} {body} on port {self.port}")
@@ -173,7 +175,8 @@ class TempRoot(unittest.TestCase):
         return os.path.join(self.config_dir, "observer", "observer.jsonl")
 
     def start(self, **extra):
-        p = ObserverProcess(self.env(**extra), os.path.join(self.root, f"out-{len(self.procs)}.txt"))
+        out = os.path.join(self.root, f"out-{len(self.procs)}.txt")
+        p = ObserverProcess(self.env(**extra), out)
         self.procs.append(p)
         return p
 

@@ -96,12 +96,15 @@ class TornTail(InProcess, TempRoot):
 
 class FsyncPolicy(InProcess, TempRoot):
     def run_for(self, obs, seconds):
+        """Samples of (records at risk, age in seconds of the oldest of them)."""
         samples = []
         t = threading.Thread(target=obs.run_writer)
         t.start()
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            samples.append(obs.writer.unsynced)
+            w = obs.writer
+            n, since = w.unsynced, w.unsynced_since
+            samples.append((n, 0.0 if since is None or not n else time.monotonic() - since))
             time.sleep(0.003)
         obs.stop_event.set()
         t.join()
@@ -110,10 +113,11 @@ class FsyncPolicy(InProcess, TempRoot):
     def test_fsync_at_most_every_period_and_at_stop(self):
         obs = self.make(OBSERVER_INTERVAL_MS=10, OBSERVER_FSYNC_MS=200)
         samples = self.run_for(obs, 1.0)
-        # At risk at any moment: what was appended since the last fsync, i.e. at most one
-        # fsync period's worth of records (+2 for scheduling slack).
-        self.assertLessEqual(max(samples), 200 // 10 + 2)
-        self.assertGreater(max(samples), 2)  # it really batches
+        # At risk at any moment: the records appended in the last fsync period (200 ms, i.e.
+        # 20 records at 10 ms), none of them older than the period (+ scheduling slack).
+        self.assertLessEqual(max(n for n, _ in samples), 200 // 10 + 2)
+        self.assertLess(max(age for _, age in samples), 0.2 + 0.05)
+        self.assertGreater(max(n for n, _ in samples), 2)  # it really batches
         self.assertGreaterEqual(obs.writer.fsyncs, 4)
         self.assertLessEqual(obs.writer.fsyncs, 8)
         self.assertEqual(obs.writer.unsynced, 0)  # stop: everything synced
@@ -121,7 +125,7 @@ class FsyncPolicy(InProcess, TempRoot):
     def test_fsync_every_record(self):
         obs = self.make(OBSERVER_INTERVAL_MS=10, OBSERVER_FSYNC_MS=0)
         samples = self.run_for(obs, 0.3)
-        self.assertLessEqual(max(samples), 1)
+        self.assertLessEqual(max(n for n, _ in samples), 1)
         self.assertEqual(obs.writer.fsyncs, obs.records_total)
 
 

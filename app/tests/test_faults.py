@@ -118,7 +118,8 @@ class KillNine(TempRoot):
         rng = random.Random(18)
         os.makedirs(os.path.dirname(self.archive))
         with open(self.archive, "wb") as f:  # the state a crash mid-write leaves
-            f.write(b'{"ts":"2026-11-29T10:15:00.000Z","seq":1,"instance":"0","version":"x"}\n{"ts":')
+            f.write(b'{"ts":"2026-11-29T10:15:00.000Z","seq":1,"instance":"0","version":"x"}\n')
+            f.write(b'{"ts":')
         torn = simulated = kills = 0
         start = time.monotonic()
         while kills < self.KILLS and time.monotonic() - start < self.BUDGET_S:

@@ -9,17 +9,21 @@
   writer's back) repairs a torn tail first: bytes after the last newline — what a crash or a
   power loss mid-write leaves — are copied to ``observer.jsonl.torn-<UTC time>`` beside the
   archive, fsynced, and only then cut from the archive. Nothing is ever appended onto a fragment.
-* Durability: ``fdatasync`` at most every ``fsync_ms`` milliseconds while there is something
-  unsynced (0: after every append), and always before the file is closed.
+* Durability: an appended record reaches ``fdatasync`` within ``fsync_ms`` milliseconds (0: right
+  after every append), and everything is synced before the file is closed. Records appended in
+  the same window share one ``fdatasync``.
 """
 
 import datetime
 import errno
+import fcntl
+import json
 import os
 import time
 
 CHUNK = 1 << 16
 TORN_MARK = ".torn-"
+LOCK_NAME = ".writer.lock"
 
 
 def fsync_dir(path):
@@ -50,6 +54,12 @@ def tail_start(fd, size):
     return 0
 
 
+def probe_writable(archive):
+    """Raise OSError unless this process could append to ``archive`` (nothing is written)."""
+    os.makedirs(os.path.dirname(archive), exist_ok=True)
+    os.close(os.open(archive, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
+
+
 def torn_path(archive, now=None):
     now = now or datetime.datetime.now(datetime.timezone.utc)
     return f"{archive}{TORN_MARK}{now.strftime('%Y%m%dT%H%M%SZ')}"
@@ -65,7 +75,7 @@ class ArchiveWriter:
         self.size = 0  # the archive's size; it ends with a whole line
         self.restore_pending = False  # a failed append's bytes still need cutting off
         self.unsynced = 0  # records appended since the last fdatasync
-        self.last_sync = None  # time.monotonic() of the last fdatasync
+        self.unsynced_since = None  # time.monotonic() of the oldest unsynced append
         self.last_sync_wall = None  # time.time() of the last fdatasync
         self.fsyncs = 0
         self.torn_moved = 0
@@ -76,6 +86,11 @@ class ArchiveWriter:
     # -- taking the archive over -----------------------------------------------------------------
     def open(self):
         """Open (or create) the archive and repair a torn tail. Raises OSError; then retry."""
+        if self.fd is not None and self.unsynced:
+            try:
+                os.fdatasync(self.fd)  # what went to the file being let go
+            except OSError:
+                pass
         self.close()
         directory = os.path.dirname(self.path)
         os.makedirs(directory, exist_ok=True)
@@ -86,7 +101,7 @@ class ArchiveWriter:
                 fsync_dir(directory)  # possibly a new file: its name must survive a power loss
             self.fd, self.ident = fd, (st.st_dev, st.st_ino)
             self.restore_pending = False
-            self.unsynced = 0
+            self.unsynced, self.unsynced_since = 0, None
             self.repair()
         except BaseException:
             self.close()
@@ -191,6 +206,8 @@ class ArchiveWriter:
                 how += f" after a short write ({done} of {len(data)} bytes)"
             raise OSError(e.errno, how + self._restore(before)) from None
         self.size = before + len(data)
+        if not self.unsynced:
+            self.unsynced_since = time.monotonic()
         self.unsynced += records
 
     def _restore(self, before):
@@ -201,23 +218,20 @@ class ArchiveWriter:
             return f"; cutting back to {before} bytes failed ({e.strerror}): retried first"
         return ""
 
-    def sync(self, force=False):
-        """fdatasync when due (or forced) and something is unsynced. Returns True when it ran."""
+    def sync(self, force=False, next_chance=0.0):
+        """fdatasync when something is unsynced and it is due: when the oldest unsynced record
+        would otherwise stay unsynced longer than ``fsync_ms``, the next chance to sync being
+        ``next_chance`` seconds away (the writer's interval). Returns True when it ran."""
         if self.fd is None or self.unsynced == 0:
             return False
-        now = time.monotonic()
-        if (
-            not force
-            and self.fsync_s > 0
-            and self.last_sync is not None
-            and now - self.last_sync < self.fsync_s
-        ):
-            return False
+        if not force and self.fsync_s > 0:
+            if time.monotonic() + next_chance - self.unsynced_since < self.fsync_s:
+                return False
         os.fdatasync(self.fd)
-        self.last_sync = time.monotonic()
         self.last_sync_wall = time.time()
         self.fsyncs += 1
         self.unsynced = 0
+        self.unsynced_since = None
         return True
 
     def close(self):
@@ -228,3 +242,52 @@ class ArchiveWriter:
                 pass
         self.fd = None
         self.ident = None
+
+
+class WriterLock:
+    """The single-writer lock: an exclusive ``flock`` on ``.writer.lock`` beside the archive,
+    held for as long as the process appends. The kernel releases it when the process dies."""
+
+    def __init__(self, archive):
+        self.path = os.path.join(os.path.dirname(archive), LOCK_NAME)
+        self.fd = None
+
+    def try_acquire(self, holder=None):
+        """True when this process now holds the lock; False when another one does."""
+        if self.fd is not None:
+            return True
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except OSError:
+            os.close(fd)
+            raise
+        self.fd = fd
+        if holder is not None:  # who holds it, for people and standbys; best effort
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, (json.dumps(holder, separators=(",", ":")) + "\n").encode(), 0)
+            except OSError:
+                pass
+        return True
+
+    def holder(self):
+        """What the lock file says about its holder (a dict), or {}."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                doc = json.loads(f.read() or "{}")
+            return doc if isinstance(doc, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def release(self):
+        if self.fd is not None:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = None

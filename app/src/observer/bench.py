@@ -101,7 +101,9 @@ def unpaced(directory, seconds, fsync_ms):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python3 -m observer.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python3 -m observer.bench", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--seconds", type=float, default=5.0, help="per run (default 5)")
     p.add_argument("--interval-ms", type=int, default=1, help="paced run's interval (default 1)")
     p.add_argument("--fsync-ms", type=int, default=1000, help="fsync policy (default 1000)")
@@ -142,7 +144,8 @@ def main(argv=None):
             if "append_us_p50" in r:
                 extra = (f"; append p50 {r['append_us_p50']} us, p99 {r['append_us_p99']} us, "
                          f"max {r['append_us_max']} us")
-            print(f"{r['run']}: {r['records_per_s']} records/s ({r['records']} in {r['seconds']} s, "
+            print(f"{r['run']}: {r['records_per_s']} records/s "
+                  f"({r['records']} in {r['seconds']} s, "
                   f"{r['fsyncs']} fsyncs, archive {'ok' if r['archive_ok'] else 'FAULT'}){extra}")
     return 0 if all(r["archive_ok"] for r in runs) else 1
 

@@ -2,9 +2,10 @@
 
     python3 -m observer.check [ARCHIVE ...] [--json]        (PYTHONPATH=app/src)
 
-ARCHIVE is an archive file, or a directory holding ``observer.jsonl``, ``observer/observer.jsonl``
-(a config dir) or ``config/observer/observer.jsonl`` (a deploy root); without one, the archive of the current settings
-(``$OBSERVER_CONFIG_DIR/observer/observer.jsonl``, default ``/app/config/...``).
+ARCHIVE is an archive file, or a directory holding ``observer.jsonl``,
+``observer/observer.jsonl`` (a config dir) or ``config/observer/observer.jsonl`` (a deploy root);
+without one, the archive of the current settings (``$OBSERVER_CONFIG_DIR/observer/observer.jsonl``,
+default ``/app/config/observer/observer.jsonl``).
 
 Faults (exit 1):
   * an invalid line: not UTF-8, not JSON, not an object, or no integer ``seq`` >= 1, string
@@ -229,7 +230,9 @@ def check_archive(path, settle_s=SETTLE_S):
         more = "..." if invalid_count > len(invalid) else ""
         faults.append(f"{invalid_count} invalid lines (line {where}{more}: {invalid[0]['error']})")
     if torn:
-        faults.append(f"torn tail: {torn['bytes']} bytes after offset {torn['offset']} (no newline)")
+        faults.append(
+            f"torn tail: {torn['bytes']} bytes after offset {torn['offset']} (no newline)"
+        )
     for r in reports:
         if r["missing_count"]:
             more = "..." if len(r["missing"]) == MAX_LIST else ""

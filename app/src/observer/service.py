@@ -54,6 +54,13 @@ class Observer:
         if split:
             self.writer.split_pause = int(split) / 1000.0
         self._outage = None  # what happened since the archive stopped taking writes
+        self.writer_lock = archive.WriterLock(settings.archive)
+        # "active" while this process holds the writer lock and appends, "standby" while another
+        # process holds it; "starting" until the first attempt (and in-process uses of
+        # append_once() without run_writer(), such as the unit tests).
+        self.role = "starting"
+        self.standby_error = "checking the archive path"  # None: verified writable
+        self.holder = {}  # standby: what the lock file says about the active instance
 
     # -- logging ---------------------------------------------------------------------------------
     def log(self, message):
@@ -78,7 +85,7 @@ class Observer:
         )
         return (
             f"observer started version={s.version} standalone={s.standalone} "
-            f"archive={s.archive} {presence}"
+            f"archive={s.archive} {presence} instance={self.instance}"
         )
 
     # -- archive ---------------------------------------------------------------------------------
@@ -181,7 +188,7 @@ class Observer:
 
     def sync(self, force=False):
         try:
-            self.writer.sync(force)
+            self.writer.sync(force, next_chance=self.settings.interval_ms / 1000.0)
         except OSError as e:
             with self.lock:
                 self.write_errors_total += 1
@@ -211,18 +218,83 @@ class Observer:
                 self.last_error = f"archive not writable: {e.strerror or e}"
             self.log(f"error: cannot take the archive over: {e.strerror or e}; retrying")
 
-    def run_writer(self):
-        interval = self.settings.interval_ms / 1000.0
-        self.take_over()
-        next_tick = time.monotonic()
+    def wait_for_lock(self):
+        """Standby until this process holds the writer lock. False when stopped first.
+
+        While another instance holds the lock this one appends nothing; it checks now and then
+        that it could write the archive (``/health`` answers 200 with role standby once it has)
+        and polls the lock every min(interval, 50 ms), so it takes over within one interval of
+        the lock's release (a stop, or the kernel releasing a killed holder's lock)."""
+        poll = min(self.settings.interval_ms / 1000.0, 0.05)
+        announced = lock_error = None
+        next_probe = 0.0
         while not self.stop_event.is_set():
-            self.append_once()
-            next_tick += interval
+            try:
+                holder = {  # written into the lock file for standbys and people
+                    "instance": self.instance,
+                    "version": self.settings.version,
+                    "pid": os.getpid(),
+                    "since": utc_now_rfc3339(),
+                }
+                if self.writer_lock.try_acquire(holder):
+                    with self.lock:
+                        self.role = "active"
+                        if lock_error is not None:
+                            self.last_error = None
+                    return True
+                lock_error = None
+                with self.lock:
+                    self.role = "standby"
+            except OSError as e:
+                reason = f"cannot take the writer lock {self.writer_lock.path}: {e.strerror or e}"
+                if reason != lock_error:
+                    self.log(f"error: {reason}; retrying")
+                lock_error = reason
+                with self.lock:
+                    self.last_error = reason
             now = time.monotonic()
-            if next_tick < now:  # late (a slow disk): tick at once, then on the new schedule
-                next_tick = now
-            self.stop_event.wait(next_tick - now)
-        self.finish()
+            if now >= next_probe:
+                next_probe = now + 1.0
+                try:
+                    archive.probe_writable(self.settings.archive)
+                    error = lock_error
+                except OSError as e:
+                    error = f"archive path not writable: {e.strerror or e}"
+                held_by = self.writer_lock.holder()
+                with self.lock:
+                    self.standby_error, self.holder = error, held_by
+                if announced is None and lock_error is None:
+                    announced = True
+                    who = " ".join(f"{k}={held_by[k]}" for k in ("instance", "version", "since")
+                                   if k in held_by) or "another process"
+                    self.log(
+                        f"observer standby instance={self.instance} version={self.settings.version}"
+                        f": the writer lock is held ({who}); taking over when it is released"
+                    )
+            self.stop_event.wait(poll)
+        return False
+
+    def run_writer(self):
+        if not self.wait_for_lock():
+            return
+        try:
+            interval = self.settings.interval_ms / 1000.0
+            self.take_over()
+            self.log(
+                f"observer active instance={self.instance} version={self.settings.version} "
+                f"archive={self.settings.archive}"
+            )
+            next_tick = time.monotonic()
+            while not self.stop_event.is_set():
+                self.append_once()
+                next_tick += interval
+                now = time.monotonic()
+                if next_tick < now:  # late (a slow disk): tick at once, then on the new schedule
+                    next_tick = now
+                self.stop_event.wait(next_tick - now)
+            self.finish()
+        finally:
+            self.writer_lock.release()  # only after the last append and its fsync
 
     def finish(self):
         """On stop: give queued records a last chance, fsync, close."""
@@ -251,9 +323,11 @@ class Observer:
         with self.lock:
             last_write, last_error = self.last_write, self.last_error
             depth, dropped = len(self.queue), self.dropped_total
+            role, standby_error, holder = self.role, self.standby_error, self.holder
         age = None if last_write is None else max(0.0, self.clock() - last_write)
         body = {
             "status": "ok",
+            "role": role,
             "version": s.version,
             "instance": self.instance,
             "last_write_age_s": None if age is None else round(age, 3),
@@ -261,6 +335,12 @@ class Observer:
             "queue_depth": depth,
             "dropped_records_total": dropped,
         }
+        if role == "standby":
+            body["active"] = {k: holder[k] for k in ("instance", "version", "since") if k in holder}
+            if standby_error is not None:
+                body.update(status="unhealthy", reason=f"standby: {standby_error}")
+                return 503, body
+            return 200, body
         limit = 3 * s.interval_ms / 1000.0
         if depth:
             body.update(
@@ -275,7 +355,8 @@ class Observer:
             body.update(status="unhealthy", reason="no record written yet")
             return 503, body
         if age > limit:
-            body.update(status="unhealthy", reason=f"last write {age:.3f}s ago (limit {limit:.3f}s)")
+            reason = f"last write {age:.3f}s ago (limit {limit:.3f}s)"
+            body.update(status="unhealthy", reason=reason)
             return 503, body
         return 200, body
 
@@ -284,6 +365,7 @@ class Observer:
         with self.lock:
             total, last_write = self.records_total, self.last_write
             depth, dropped, errors = len(self.queue), self.dropped_total, self.write_errors_total
+            role = self.role
         version = _label(self.settings.version)
         rows = [
             ("observer_records_total", "counter",
@@ -304,6 +386,9 @@ class Observer:
              "Torn tails (bytes after the last newline) moved aside by this process.", "",
              w.torn_moved),
             ("observer_fsync_total", "counter", "fdatasync calls on the archive.", "", w.fsyncs),
+            ("observer_last_fsync_timestamp_seconds", "gauge",
+             "Unix time of the last fdatasync of the archive.", "",
+             f"{w.last_sync_wall or 0:.3f}"),
             ("observer_unsynced_records", "gauge",
              "Records appended since the last fdatasync (lost by a power loss now).", "",
              w.unsynced),
@@ -314,6 +399,13 @@ class Observer:
         out = []
         for name, kind, help_text, labels, value in rows:
             out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n{name}{labels} {value}\n")
+        out.append(
+            "# HELP observer_role 1 for this process's role: active (holds the writer lock and "
+            "appends) or standby (waits for the lock).\n# TYPE observer_role gauge\n"
+            + "".join(
+                f'observer_role{{role="{r}"}} {int(r == role)}\n' for r in ("active", "standby")
+            )
+        )
         return "".join(out)
 
     def make_http_server(self, host="0.0.0.0"):
@@ -361,7 +453,7 @@ def main(environ=None):
     except OSError as e:
         print(f"observer: error: cannot listen on port {s.port}: {e.strerror}", file=sys.stderr)
         return 1
-    http_thread = threading.Thread(target=server.serve_forever, daemon=True)
+    http_thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)
     http_thread.start()
 
     def on_signal(signum, _frame):
