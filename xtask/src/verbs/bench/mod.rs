@@ -182,6 +182,15 @@ pub fn write_docs(sh: &Ctx) -> Result<()> {
             md.push_str(&format!("\n{n}.\n"));
         }
     }
+    // Sections measured by other tools (the observer's own `python3 -m observer.bench`) are kept.
+    let old = std::fs::read_to_string(sh.path("docs/benchmarks.md")).unwrap_or_default();
+    for section in old.split("\n## ").skip(1) {
+        let name = section.lines().next().unwrap_or("");
+        if !NAMES.contains(&name) {
+            md.push_str(&format!("\n## {}", section.trim_end()));
+            md.push('\n');
+        }
+    }
     std::fs::create_dir_all(sh.path("docs"))?;
     std::fs::write(sh.path("docs/benchmarks.md"), md)?;
     eprintln!("wrote docs/benchmarks.md");
