@@ -10,6 +10,37 @@ pub enum Compose {
     V1,
 }
 
+/// The variable that forces one compose (`v1` or `v2`), e.g. to test both on one machine.
+pub const FORCE_VAR: &str = "XTASK_COMPOSE";
+
+/// Picks the compose to use from what a machine has (`v2 v1`, preferred first): v2 unless
+/// `XTASK_COMPOSE` asks for the other. Errors name what is missing.
+pub fn choose(available: &str) -> anyhow::Result<Compose> {
+    let have: Vec<Compose> = available
+        .split_whitespace()
+        .filter_map(Compose::parse)
+        .collect();
+    match crate::core::util::env_nonempty(FORCE_VAR) {
+        Some(f) => {
+            let want = Compose::parse(&f).ok_or_else(|| {
+                crate::core::exit::usage(format!("{FORCE_VAR}={f}: must be v1 or v2"))
+            })?;
+            if have.contains(&want) {
+                Ok(want)
+            } else {
+                anyhow::bail!(
+                    "{FORCE_VAR} asks for {} but the server has it not",
+                    want.describe()
+                )
+            }
+        }
+        None => have
+            .first()
+            .copied()
+            .ok_or_else(|| anyhow::anyhow!("neither `docker compose` nor `docker-compose` found")),
+    }
+}
+
 impl Compose {
     pub fn parse(word: &str) -> Option<Compose> {
         match word.trim() {
@@ -39,15 +70,16 @@ impl Compose {
     }
 }
 
-/// The compose this machine has: v2 preferred.
+/// The compose this machine has: v2 preferred (or what `XTASK_COMPOSE` forces, when present).
 pub fn detect_local(sh: &Ctx) -> Option<Compose> {
+    let mut have = Vec::new();
     if sh.ok(cmd!(sh, "docker compose version")) {
-        Some(Compose::V2)
-    } else if sh.ok(cmd!(sh, "docker-compose version")) {
-        Some(Compose::V1)
-    } else {
-        None
+        have.push("v2");
     }
+    if sh.ok(cmd!(sh, "docker-compose version")) {
+        have.push("v1");
+    }
+    choose(&have.join(" ")).ok()
 }
 
 /// A compose file as compose itself reads it.
@@ -291,6 +323,14 @@ services:
             .unwrap_err()
             .contains("duplicated key"));
         assert!(parse_yaml("---\nservices: {}\n").is_ok());
+    }
+
+    #[test]
+    fn choosing_a_compose() {
+        // (XTASK_COMPOSE is unset in unit tests.)
+        assert_eq!(choose("v2 v1").unwrap(), Compose::V2);
+        assert_eq!(choose(" v1").unwrap(), Compose::V1);
+        assert!(choose("").is_err() && choose("none").is_err());
     }
 
     #[test]

@@ -256,11 +256,7 @@ pub fn rollout<'a>(
     let server = env.servers[0].name.clone();
     let st = Steps::new(env, &server);
     let probe = server::probe::parse(&x.run_step(&st.probe())?.stdout);
-    let c = Compose::parse(&probe.compose).ok_or_else(|| {
-        fail(format!(
-            "neither `docker compose` nor `docker-compose` found on {server}"
-        ))
-    })?;
+    let c = crate::compose::choose(&probe.compose).map_err(|e| fail(format!("{server}: {e:#}")))?;
     let last_good = probe
         .last_good
         .as_ref()

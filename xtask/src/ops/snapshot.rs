@@ -5,7 +5,6 @@
 //! written last, atomically: without it a snapshot is incomplete. Streams are `duct` pipes.
 
 use super::steps::Steps;
-use crate::compose::Compose;
 use crate::config::Env;
 use crate::core::exit::fail;
 use crate::core::records::LockHolder;
@@ -466,7 +465,7 @@ pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) ->
     })?;
     let st = Steps::new(env, server);
     let probe = server::probe::parse(&x.run_step(&st.probe())?.stdout);
-    let c = Compose::parse(&probe.compose).context("no compose on the server")?;
+    let c = crate::compose::choose(&probe.compose)?;
     let lock_id = format!("restore-{id}");
     let holder = LockHolder {
         id: lock_id.clone(),

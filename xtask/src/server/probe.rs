@@ -6,9 +6,10 @@ use crate::config::Env;
 use crate::core::contract::{APP_SECRETS, CONTAINER, CONTRACT_VARS};
 use crate::core::records::LastGood;
 
-/// Prints `v2`, `v1` or `none` on the machine it runs on.
-pub const DETECT_COMPOSE: &str = "if docker compose version >/dev/null 2>&1; then echo v2; \
-elif command -v docker-compose >/dev/null 2>&1; then echo v1; else echo none; fi";
+/// Prints the composes the machine it runs on has, preferred first (`v2 v1`, `v2`, `v1`, or
+/// nothing); `compose::choose` picks one.
+pub const DETECT_COMPOSE: &str = "c=; if docker compose version >/dev/null 2>&1; then c=v2; fi; \
+if command -v docker-compose >/dev/null 2>&1; then c=\"$c v1\"; fi; echo \"$c\"";
 
 /// Creates the deploy root and `.deploy/`, then prints `compose=`, `last_good=`, `running=`.
 pub fn script(env: &Env) -> String {

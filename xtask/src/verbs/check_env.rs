@@ -1,7 +1,7 @@
 //! `cargo xtask check-env`: the debugging command (contract sections 3, 4, 9.2). Every check is a
 //! line: ok / warn / FAIL and why. Secrets are reported as set or unset, nothing more.
 
-use crate::compose::{self, Compose};
+use crate::compose;
 use crate::config::{self, effective, ConfigFile, Env};
 use crate::core::contract::{
     archive_path, ALL_SECRETS, APP_SECRETS, CONTAINER, CONTRACT_VARS, FORBIDDEN_VAR,
@@ -416,12 +416,9 @@ fn remote_checks(sh: &Ctx, env: &Env, r: &mut Report) {
         ),
     );
     let o = &out.stdout;
-    match Compose::parse(field(o, "compose")) {
-        Some(c) => r.ok("remote compose", c.describe()),
-        None => r.fail(
-            "remote compose",
-            "neither docker compose nor docker-compose on the server",
-        ),
+    match compose::choose(field(o, "compose")) {
+        Ok(c) => r.ok("remote compose", c.describe()),
+        Err(e) => r.fail("remote compose", format!("{e:#}")),
     }
     match field(o, "docker") {
         "" => r.fail(

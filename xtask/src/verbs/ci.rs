@@ -187,6 +187,22 @@ impl Ci {
                     "{cargo} test --locked -p xtask --test e2e -- --ignored --test-threads=1"
                 ),
             );
+            // Production runs compose v2; where v1 is here too, the deploy tests run again
+            // under v1 (XTASK_COMPOSE forces it on the sandbox "server").
+            let both = sh.ok(cmd!(sh, "docker compose version"))
+                && sh.ok(cmd!(sh, "docker-compose version"));
+            let r = match r {
+                Ok(()) if both => step(
+                    sh,
+                    "end-to-end deploy tests again under compose v1",
+                    cmd!(
+                        sh,
+                        "{cargo} test --locked -p xtask --test e2e -- --ignored --test-threads=1 deploy::"
+                    )
+                    .env(crate::compose::FORCE_VAR, "v1"),
+                ),
+                other => other,
+            };
             if !was_up && !self.keep_sandbox {
                 eprintln!("\n==> ci: sandbox down (this run started it)");
                 sandbox::down(sh)?;
