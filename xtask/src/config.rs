@@ -56,6 +56,10 @@ pub struct EnvConfig {
     pub host_port: u16,
     pub interval_ms: u32,
     pub health_timeout_s: u64,
+    /// Seconds a new version must stay healthy, without a restart, before it takes over
+    /// (default 10: more than three of the compose healthcheck's 3 s intervals).
+    #[serde(default = "default_soak_s")]
+    pub soak_s: u64,
     pub lock_ttl_s: u64,
     pub keep_images: u32,
     pub keep_snapshots: u32,
@@ -127,6 +131,10 @@ pub fn load(sh: &Ctx) -> Result<ConfigFile> {
     let text = std::fs::read_to_string(&path)
         .map_err(|e| usage(format!("{}: cannot read: {e}", path.display())))?;
     parse(&text, CONFIG_PATH)
+}
+
+fn default_soak_s() -> u64 {
+    10
 }
 
 fn check(ok: bool, key: &str, rule: &str) -> std::result::Result<(), String> {
@@ -207,6 +215,7 @@ impl EnvConfig {
         )?;
         check(self.interval_ms >= 10, "interval_ms", "at least 10")?;
         check(self.health_timeout_s >= 1, "health_timeout_s", "at least 1")?;
+        check(self.soak_s <= 3600, "soak_s", "at most 3600")?;
         check(self.keep_images >= 1, "keep_images", "at least 1")?;
         check(self.keep_snapshots >= 1, "keep_snapshots", "at least 1")?;
         Ok(())

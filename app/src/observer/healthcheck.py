@@ -1,19 +1,41 @@
-"""The container HEALTHCHECK: healthy only when GET /health answers 200."""
+"""The container HEALTHCHECK: healthy only when GET /health answers 200.
 
+``python3 -m observer.healthcheck --print`` prints ``status=<code> role=<role> instance=<id>``
+instead (exit 0 whatever the answer): the deploy tool's handoff reads an instance's role with it.
+"""
+
+import json
 import os
 import sys
 import urllib.error
 import urllib.request
 
 
-def probe(port):
+def fetch(port):
+    """(HTTP status, JSON body or {}) of /health; (0, {}) when nothing answers."""
     url = f"http://127.0.0.1:{port}/health"
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status == 200
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
     except (urllib.error.URLError, OSError):
-        return False
+        return 0, {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = {}
+    return status, body if isinstance(body, dict) else {}
+
+
+def probe(port):
+    return fetch(port)[0] == 200
 
 
 if __name__ == "__main__":
-    sys.exit(0 if probe(os.environ.get("OBSERVER_PORT") or "8000") else 1)
+    port = os.environ.get("OBSERVER_PORT") or "8000"
+    if "--print" in sys.argv[1:]:
+        status, body = fetch(port)
+        print(f"status={status} role={body.get('role', '')} instance={body.get('instance', '')}")
+        sys.exit(0)
+    sys.exit(0 if probe(port) else 1)

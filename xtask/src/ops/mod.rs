@@ -2,7 +2,9 @@
 //! place), the health gate, reading the server's records, snapshots, and the rollout with its
 //! rollback decision tree.
 
+pub mod recovery;
 pub mod rollout;
+pub mod run;
 pub mod snapshot;
 pub mod steps;
 
@@ -83,10 +85,14 @@ pub fn start_and_gate(
     gate(x, st, version)
 }
 
-/// Runs the health gate for `version` and prints what it found (masked).
+/// Runs the service's health gate for `version` and prints what it found (masked).
 pub fn gate(x: &mut Executor, st: &Steps, version: &str) -> Result<Gate> {
-    let step = st.gate(version);
-    let out = x.step_of(&step, |x| x.exec(&step))?;
+    gate_step(x, &st.gate(version))
+}
+
+/// Runs a gate step (the service's or the candidate's) and prints what it found (masked).
+pub fn gate_step(x: &mut Executor, step: &Step) -> Result<Gate> {
+    let out = x.step_of(step, |x| x.exec(step))?;
     let gate = server::gate::parse(&out.stdout);
     for l in &gate.lines {
         eprintln!("    {}", x.sh.mask(l));

@@ -4,9 +4,11 @@
 
 use crate::compose::Compose;
 use crate::config::Env;
+use crate::core::contract::CONTAINER;
 use crate::core::records::{HistoryRecord, LastGood, LockHolder};
 use crate::plan::Step;
 use crate::registry::Creds;
+use crate::server::handoff::{self, CANDIDATE};
 use crate::server::{app, gate, history, lock, probe, snapshot};
 
 pub struct Steps<'a> {
@@ -113,11 +115,109 @@ impl<'a> Steps<'a> {
             app::up(self.env, c),
         )
     }
+    /// The health gate of the service container (`qts-observer`, host port).
     pub fn gate(&self, version: &str) -> Step {
         self.remote(
             "gate",
             format!("Health gate for {version} (contract §6.3)"),
-            gate::script(self.env, version, self.env.cfg.health_timeout_s),
+            gate::script(
+                self.env,
+                version,
+                CONTAINER,
+                true,
+                self.env.cfg.health_timeout_s,
+            ),
+        )
+        .read_only()
+    }
+    pub fn keep_env(&self) -> Step {
+        self.remote(
+            "keep-env",
+            "Keep the current .env as .env.prev",
+            app::keep_env(self.env),
+        )
+    }
+    pub fn restore_env(&self) -> Step {
+        self.remote(
+            "restore-env",
+            "Put the previous .env back",
+            app::restore_env(self.env),
+        )
+    }
+    pub fn clean_candidate(&self) -> Step {
+        self.remote(
+            "clean-candidate",
+            format!("Remove a {CANDIDATE} left by an earlier failed run"),
+            handoff::clean_candidate(),
+        )
+    }
+    pub fn candidate(&self, version: &str, c: Compose) -> Step {
+        self.remote(
+            "candidate",
+            format!("Start {version} beside the running version as {CANDIDATE} (standby)"),
+            handoff::start_candidate(self.env, c),
+        )
+    }
+    pub fn candidate_gate(&self, version: &str) -> Step {
+        self.remote(
+            "candidate-gate",
+            format!("Health gate for {version} in {CANDIDATE} (contract §6.3)"),
+            gate::script(
+                self.env,
+                version,
+                CANDIDATE,
+                false,
+                self.env.cfg.health_timeout_s,
+            ),
+        )
+        .read_only()
+    }
+    pub fn soak(&self) -> Step {
+        self.remote(
+            "soak",
+            format!(
+                "Soak: {CANDIDATE} stays healthy for {}s without a restart",
+                self.env.cfg.soak_s
+            ),
+            handoff::soak(CANDIDATE, self.env.cfg.soak_s),
+        )
+        .read_only()
+    }
+    /// The old instance stops; the candidate takes the archive over.
+    pub fn handoff(&self) -> Step {
+        self.remote(
+            "handoff",
+            format!("Hand off: stop {CONTAINER}; {CANDIDATE} takes the archive over"),
+            handoff::hand_over(CONTAINER, CANDIDATE, 30),
+        )
+    }
+    /// The candidate stops; the recreated service takes the archive over.
+    pub fn release_candidate(&self) -> Step {
+        self.remote(
+            "release-candidate",
+            format!("Hand off: stop {CANDIDATE}; {CONTAINER} takes the archive over"),
+            handoff::hand_over(CANDIDATE, CONTAINER, 30),
+        )
+    }
+    pub fn remove_candidate(&self) -> Step {
+        self.remote(
+            "remove-candidate",
+            format!("Stop and remove {CANDIDATE}"),
+            handoff::remove_candidate(),
+        )
+    }
+    pub fn start_old(&self) -> Step {
+        self.remote(
+            "start-old",
+            format!("Start {CONTAINER} again (hand back)"),
+            handoff::start(CONTAINER),
+        )
+    }
+    pub fn candidate_logs(&self) -> Step {
+        self.remote(
+            "candidate-logs",
+            format!("{CANDIDATE} logs"),
+            format!("docker logs --tail 50 {CANDIDATE} 2>&1"),
         )
         .read_only()
     }

@@ -91,7 +91,7 @@ fn server(e: &Env) -> Fake {
     f.answer(
         "probe",
         ok(&format!(
-            "compose=v2\nlast_good=v1.0.0 sha256:00\nrunning={}\n",
+            "compose=v2 v1\nlast_good=v1.0.0 sha256:00\nrunning={}\nstate=running\nwriter={{\"instance\":\"ab\"}}\n",
             e.image("v1.0.0")
         )),
     )
@@ -101,6 +101,7 @@ fn server(e: &Env) -> Fake {
 
 fn opts(rollback: bool) -> Options {
     Options {
+        strategy: rollout::Strategy::Recreate,
         rollback,
         no_snapshot: true,
         dry_run: false,
@@ -144,6 +145,7 @@ fn a_healthy_rollout_runs_exactly_the_dry_run_plan() {
         None,
         &pay,
         false,
+        rollout::Strategy::Recreate,
     );
     // verify runs before the rollout (through the registry client), the rest in plan order.
     assert_eq!(done, plan.ids()[1..].to_vec());
@@ -164,6 +166,7 @@ fn dry_run_plan_includes_ownership_repair_and_snapshot() {
         None,
         &pay,
         true,
+        rollout::Strategy::Recreate,
     );
     let ids = p.ids();
     let pos = |id| ids.iter().position(|x| *x == id).unwrap();
@@ -321,4 +324,212 @@ fn one_connection_and_masked_secrets_in_the_plan() {
     let step = st.pull("v1.1.0", Some(&creds));
     assert!(!step.render().contains("never-shown"));
     assert!(step.script().contains("--password-stdin"));
+}
+
+// ------------------------------------------------------------------------------------ handoff
+
+fn handoff() -> Options {
+    Options {
+        strategy: rollout::Strategy::Handoff,
+        ..opts(true)
+    }
+}
+
+fn candidate_gate(version: &str) -> Output {
+    healthy_gate(version)
+}
+
+fn active(container: &str) -> Output {
+    ok(&format!(
+        "ok handoff {container} is active: status=200 role=active instance=cd"
+    ))
+}
+
+#[test]
+fn a_handoff_runs_exactly_its_plan_and_never_stops_before_the_soak() {
+    let e = env();
+    let f = server(&e);
+    f.answer("candidate-gate", candidate_gate("v1.1.0"))
+        .answer("soak", ok("ok soak healthy for 10s without a restart"))
+        .answer("handoff", active("qts-observer-next"))
+        .answer("gate", healthy_gate("v1.1.0"))
+        .answer("release-candidate", active("qts-observer"));
+    let (code, done, log) = run(&e, &f, &handoff());
+    assert_eq!(code, 0);
+    let sh = Ctx::new().unwrap();
+    let st = super::steps::Steps::new(&e, &e.servers[0].name);
+    let pay = rollout::Payload::read(&sh, &e, "v1.1.0", "deploy").unwrap();
+    let plan = rollout::plan(
+        &st,
+        "v1.1.0",
+        DIGEST,
+        crate::compose::Compose::V2,
+        None,
+        &pay,
+        false,
+        rollout::Strategy::Handoff,
+    );
+    assert_eq!(done, plan.ids()[1..].to_vec());
+    let pos = |id| log.iter().position(|x| *x == id).unwrap();
+    assert!(pos("candidate") < pos("candidate-gate"));
+    assert!(pos("soak") < pos("handoff") && pos("handoff") < pos("up"));
+    assert!(pos("gate") < pos("release-candidate"));
+    assert!(!log.contains(&"stop") && !log.contains(&"down"));
+}
+
+#[test]
+fn a_candidate_that_fails_its_gate_or_soak_changes_nothing_that_runs_exit_3() {
+    let e = env();
+    for (id, answer) in [
+        ("candidate-gate", unhealthy_gate()),
+        (
+            "soak",
+            ok("fail soak after 7s: exited  1 ... (was running healthy 0 ...)"),
+        ),
+        ("candidate", failed("no such image")),
+    ] {
+        let f = server(&e);
+        f.answer("candidate-gate", candidate_gate("v1.1.0"))
+            .answer("soak", ok("ok soak healthy"));
+        f.answers.borrow_mut().remove(id);
+        f.answer(id, answer);
+        let (code, _, log) = run(&e, &f, &handoff());
+        assert_eq!(code, 3, "{id}: {log:?}");
+        for never in ["handoff", "up", "gate", "record", "start-old"] {
+            assert!(!log.contains(&never), "{id}: {never} ran: {log:?}");
+        }
+        let after: Vec<_> = log.iter().skip_while(|s| **s != id).copied().collect();
+        assert!(
+            after.contains(&"remove-candidate") && after.contains(&"restore-env"),
+            "{id}: {log:?}"
+        );
+        assert_eq!(log.last(), Some(&"unlock"));
+    }
+}
+
+#[test]
+fn a_first_deploy_whose_candidate_fails_is_exit_4() {
+    let e = env();
+    let f = Fake::default();
+    f.answer(
+        "probe",
+        ok("compose=v2\nlast_good=\nrunning=\nstate=\nwriter=\n"),
+    )
+    .answer("pull", ok(&format!("[\"{}@{DIGEST}\"]", e.repo())))
+    .answer("candidate-gate", unhealthy_gate());
+    assert_eq!(run(&e, &f, &handoff()).0, 4);
+}
+
+#[test]
+fn a_failed_handoff_hands_back_to_the_old_container_exit_3() {
+    let e = env();
+    let f = server(&e);
+    f.answer("candidate-gate", candidate_gate("v1.1.0"))
+        .answer("soak", ok("ok soak healthy"))
+        .answer(
+            "handoff",
+            failed("fail handoff qts-observer-next did not become active"),
+        );
+    let (code, _, log) = run(&e, &f, &handoff());
+    assert_eq!(code, 3);
+    let after: Vec<_> = log
+        .iter()
+        .skip_while(|s| **s != "handoff")
+        .copied()
+        .collect();
+    assert_eq!(
+        after,
+        [
+            "handoff",
+            "remove-candidate",
+            "restore-env",
+            "start-old",
+            "history",
+            "unlock"
+        ]
+    );
+}
+
+#[test]
+fn a_service_that_fails_after_the_handoff_hands_back_to_the_previous_version() {
+    let e = env();
+    let f = server(&e);
+    f.answer("candidate-gate", candidate_gate("v1.1.0"))
+        .answer("soak", ok("ok soak healthy"))
+        .answer("handoff", active("qts-observer-next"))
+        .answer("gate", unhealthy_gate())
+        .answer("gate", healthy_gate("v1.0.0"))
+        .answer("release-candidate", active("qts-observer"));
+    let (code, _, log) = run(&e, &f, &handoff());
+    assert_eq!(code, 3);
+    let after: Vec<_> = log.iter().skip_while(|s| **s != "gate").copied().collect();
+    assert_eq!(
+        after,
+        [
+            "gate",
+            "history",
+            "restore-env",
+            "up",
+            "gate",
+            "release-candidate",
+            "remove-candidate",
+            "history",
+            "unlock"
+        ]
+    );
+    // ... and when the previous version fails too: exit 4.
+    let f = server(&e);
+    f.answer("candidate-gate", candidate_gate("v1.1.0"))
+        .answer("soak", ok("ok soak healthy"))
+        .answer("handoff", active("qts-observer-next"))
+        .answer("gate", unhealthy_gate())
+        .answer("gate", unhealthy_gate());
+    assert_eq!(run(&e, &f, &handoff()).0, 4);
+}
+
+#[test]
+fn redeploying_the_running_version_verifies_it_and_stops_nothing() {
+    let e = env();
+    let f = Fake::default();
+    f.answer(
+        "probe",
+        ok(&format!(
+            "compose=v2\nlast_good=v1.1.0 sha256:00\nrunning={}\nstate=running\nwriter=x\n",
+            e.image("v1.1.0")
+        )),
+    )
+    .answer("gate", healthy_gate("v1.1.0"));
+    let (code, _, log) = run(&e, &f, &handoff());
+    assert_eq!(code, 0);
+    assert_eq!(log, ["probe", "gate"]);
+    let f = Fake::default();
+    f.answer(
+        "probe",
+        ok(&format!(
+            "compose=v2\nlast_good=v1.1.0 sha256:00\nrunning={}\nstate=running\nwriter=x\n",
+            e.image("v1.1.0")
+        )),
+    )
+    .answer("gate", unhealthy_gate());
+    let (code, _, log) = run(&e, &f, &handoff());
+    assert_eq!(code, 1);
+    assert_eq!(log, ["probe", "gate"]);
+}
+
+#[test]
+fn a_running_observer_without_the_writer_lock_is_replaced_by_recreate() {
+    let e = env();
+    let f = Fake::default();
+    f.answer(
+        "probe",
+        ok(&format!(
+            "compose=v2\nlast_good=v1.0.0 sha256:00\nrunning={}\nstate=running\nwriter=\n",
+            e.image("v1.0.0")
+        )),
+    )
+    .answer("pull", ok(&format!("[\"{}@{DIGEST}\"]", e.repo())))
+    .answer("gate", healthy_gate("v1.1.0"));
+    let (code, _, log) = run(&e, &f, &handoff());
+    assert_eq!(code, 0);
+    assert!(!log.contains(&"candidate"), "{log:?}");
 }

@@ -61,12 +61,13 @@ pub fn env_file(env: &Env, version: &str, secrets: &[(&str, String)]) -> String 
     s
 }
 
-/// `compose up -d` in the deploy root (the version comes from `.env`'s IMAGE_TAG).
+/// `compose up -d` in the deploy root (the version comes from `.env`'s IMAGE_TAG; the server's
+/// login environment does not take part in the interpolation).
 pub fn up(env: &Env, c: Compose) -> String {
     format!(
-        "cd {} && {} -f {COMPOSE_FILE} up -d --remove-orphans 2>&1",
+        "cd {} && {} -f {COMPOSE_FILE} up -d 2>&1",
         q(&env.remote_dir),
-        c.shell()
+        super::handoff::compose_cmd(c)
     )
 }
 
@@ -75,7 +76,23 @@ pub fn down(env: &Env, c: Compose) -> String {
     format!(
         "cd {} && {} -f {COMPOSE_FILE} down --timeout 10 2>&1",
         q(&env.remote_dir),
-        c.shell()
+        super::handoff::compose_cmd(c)
+    )
+}
+
+/// Keeps the current `.env` as `.env.prev` (restored when the new version does not take over).
+pub fn keep_env(env: &Env) -> String {
+    format!(
+        "cd {} && if [ -f .env ]; then cp -p .env .env.prev; else rm -f .env.prev; fi",
+        q(&env.remote_dir)
+    )
+}
+
+/// Puts `.env.prev` back.
+pub fn restore_env(env: &Env) -> String {
+    format!(
+        "cd {} && if [ -f .env.prev ]; then mv -f .env.prev .env; fi",
+        q(&env.remote_dir)
     )
 }
 

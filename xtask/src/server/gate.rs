@@ -4,25 +4,41 @@
 
 use super::q;
 use crate::config::Env;
-use crate::core::contract::{start_line, APP_SECRETS, CONTAINER, CONTRACT_VARS, FORBIDDEN_VAR};
+use crate::core::contract::{start_line, APP_SECRETS, CONTRACT_VARS, FORBIDDEN_VAR};
 
-/// Waits up to `timeout_s` seconds for the container's health, then checks every criterion, one
+/// Waits up to `timeout_s` seconds for `container`'s health, then checks every criterion, one
 /// line each: `ok NAME DETAIL` or `fail NAME DETAIL`, plus `env K=V` / `secret K=set|unset` /
-/// `forbidden K=set` lines read inside the container.
-pub fn script(env: &Env, version: &str, timeout_s: u64) -> String {
+/// `forbidden K=set` lines read inside the container and its `role ...` line. `/health` is asked
+/// on the host port when `host_port` (the service), else from inside the container (a candidate
+/// has no host port). The start line must be THIS container's: the instance id it printed at
+/// start must be in `logs/observer.log` (not a line an earlier instance left there).
+pub fn script(
+    env: &Env,
+    version: &str,
+    container: &str,
+    host_port: bool,
+    timeout_s: u64,
+) -> String {
     let r = q(&env.remote_dir);
     let port = env.cfg.host_port;
     let plain: Vec<&str> = CONTRACT_VARS.iter().map(|(n, _)| *n).collect();
     let started = start_line(version);
+    let http = if host_port {
+        format!("if command -v curl >/dev/null 2>&1; then code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://127.0.0.1:{port}/health); else docker exec {container} python3 -m observer.healthcheck && code=200 || code=000; fi")
+    } else {
+        format!("code=$(docker exec {container} python3 -m observer.healthcheck --print 2>/dev/null | sed -n 's/^status=\\([0-9]*\\).*/\\1/p'); code=${{code:-000}}")
+    };
     format!(
-        r#"s=none; i=0; while [ $i -lt {timeout_s} ]; do s=$(docker inspect -f '{{{{if .State.Health}}}}{{{{.State.Health.Status}}}}{{{{else}}}}{{{{.State.Status}}}}{{{{end}}}}' {CONTAINER} 2>/dev/null || echo missing); [ "$s" = healthy ] && break; [ "$s" = unhealthy ] && break; sleep 1; i=$((i+1)); done
+        r#"s=none; i=0; while [ $i -lt {timeout_s} ]; do s=$(docker inspect -f '{{{{if .State.Health}}}}{{{{.State.Health.Status}}}}{{{{else}}}}{{{{.State.Status}}}}{{{{end}}}}' {container} 2>/dev/null || echo missing); [ "$s" = healthy ] && break; [ "$s" = unhealthy ] && break; [ "$s" = exited ] && break; [ "$s" = missing ] && [ $i -gt 5 ] && break; sleep 1; i=$((i+1)); done
 if [ "$s" = healthy ]; then echo "ok health container healthy"; else echo "fail health container $s after ${{i}}s"; fi
-img=$(docker inspect -f '{{{{.Config.Image}}}}' {CONTAINER} 2>/dev/null); case "$img" in *:{version}) echo "ok image $img";; *) echo "fail image running $img, expected {version}";; esac
-if command -v curl >/dev/null 2>&1; then code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://127.0.0.1:{port}/health); else docker exec {CONTAINER} python3 -m observer.healthcheck && code=200 || code=000; fi
+img=$(docker inspect -f '{{{{.Config.Image}}}}' {container} 2>/dev/null); case "$img" in *:{version}) echo "ok image $img";; *) echo "fail image running $img, expected {version}";; esac
+{http}
 if [ "$code" = 200 ]; then echo "ok http /health answered 200"; else echo "fail http /health answered $code"; fi
 if [ -d {r}/config/observer ]; then echo "ok archive-dir config/observer exists"; else echo "fail archive-dir config/observer missing"; fi
-if grep -q '{started}' {r}/logs/observer.log 2>/dev/null; then echo "ok start-line found in logs/observer.log"; else echo "fail start-line no '{started}' in logs/observer.log"; fi
-docker exec {CONTAINER} sh -c 'for n in {plain}; do printf "env %s=%s\n" "$n" "$(printenv "$n")"; done; for n in {secret}; do if [ -n "$(printenv "$n")" ]; then echo "secret $n=set"; else echo "secret $n=unset"; fi; done; if [ -n "$(printenv {FORBIDDEN_VAR})" ]; then echo "forbidden {FORBIDDEN_VAR}=set"; fi' 2>/dev/null || echo "fail env cannot exec in the container"
+inst=$(docker logs {container} 2>&1 | grep -F '{started}' | tail -n 1 | sed -n 's/.* instance=\([0-9a-f]*\).*/\1/p')
+if [ -n "$inst" ]; then if grep -F '{started}' {r}/logs/observer.log 2>/dev/null | grep -q "instance=$inst"; then echo "ok start-line instance $inst in logs/observer.log"; else echo "fail start-line instance $inst wrote no start line to logs/observer.log"; fi; elif grep -q '{started}' {r}/logs/observer.log 2>/dev/null; then echo "ok start-line found in logs/observer.log (no instance id)"; else echo "fail start-line no '{started}' in logs/observer.log"; fi
+docker exec {container} sh -c 'for n in {plain}; do printf "env %s=%s\n" "$n" "$(printenv "$n")"; done; for n in {secret}; do if [ -n "$(printenv "$n")" ]; then echo "secret $n=set"; else echo "secret $n=unset"; fi; done; if [ -n "$(printenv {FORBIDDEN_VAR})" ]; then echo "forbidden {FORBIDDEN_VAR}=set"; fi' 2>/dev/null || echo "fail env cannot exec in the container"
+echo "role $(docker exec {container} python3 -m observer.healthcheck --print 2>/dev/null)"
 "#,
         plain = plain.join(" "),
         secret = APP_SECRETS.join(" "),
@@ -34,6 +50,8 @@ docker exec {CONTAINER} sh -c 'for n in {plain}; do printf "env %s=%s\n" "$n" "$
 pub struct Gate {
     pub failed: Vec<String>,
     pub lines: Vec<String>,
+    /// `active`, `standby`, `starting`, or "" (an observer too old to say).
+    pub role: String,
 }
 
 impl Gate {
@@ -46,6 +64,7 @@ impl Gate {
 pub fn parse(out: &str) -> Gate {
     let mut failed = Vec::new();
     let mut lines = Vec::new();
+    let mut role = String::new();
     for l in out.lines() {
         lines.push(l.to_string());
         if let Some(rest) = l.strip_prefix("fail ") {
@@ -58,6 +77,12 @@ pub fn parse(out: &str) -> Gate {
                 }
                 _ => {}
             }
+        } else if let Some(rest) = l.strip_prefix("role ") {
+            role = rest
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("role="))
+                .unwrap_or("")
+                .to_string();
         } else if let Some(rest) = l.strip_prefix("forbidden ") {
             failed.push(format!("forbidden variable {rest} is set in the container"));
         }
@@ -66,5 +91,9 @@ pub fn parse(out: &str) -> Gate {
     {
         failed.push("env: the container's environment could not be read".into());
     }
-    Gate { failed, lines }
+    Gate {
+        failed,
+        lines,
+        role,
+    }
 }

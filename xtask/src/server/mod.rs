@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod gate;
+pub mod handoff;
 pub mod history;
 pub mod lock;
 pub mod probe;

@@ -16,7 +16,7 @@ pub fn script(env: &Env) -> String {
     let r = q(&env.remote_dir);
     let d = q(&deploy_dir(env));
     format!(
-        "mkdir -p {r} {d} && cd {r} && echo \"compose=$({DETECT_COMPOSE})\" && echo \"last_good=$(cat {d}/last_good_tag 2>/dev/null)\" && echo \"running=$(docker inspect -f '{{{{.Config.Image}}}}' {CONTAINER} 2>/dev/null)\""
+        "mkdir -p {r} {d} && cd {r} && echo \"compose=$({DETECT_COMPOSE})\" && echo \"last_good=$(cat {d}/last_good_tag 2>/dev/null)\" && echo \"running=$(docker inspect -f '{{{{.Config.Image}}}}' {CONTAINER} 2>/dev/null)\" && echo \"state=$(docker inspect -f '{{{{.State.Status}}}}' {CONTAINER} 2>/dev/null)\" && echo \"writer=$(head -c 300 config/observer/.writer.lock 2>/dev/null | tr -d '\\n')\""
     )
 }
 
@@ -26,8 +26,13 @@ pub struct Probe {
     /// `v1`, `v2` or `none`.
     pub compose: String,
     pub last_good: Option<LastGood>,
-    /// The running container's image reference ("" when none runs).
+    /// The service container's image reference ("" when there is none).
     pub running: String,
+    /// Its state (`running`, `exited`, ...; "" when there is none).
+    pub state: String,
+    /// What the archive's writer lock file records ("" when no observer ever took it: a
+    /// version from before the handoff).
+    pub writer: String,
 }
 
 pub fn parse(out: &str) -> Probe {
@@ -35,6 +40,8 @@ pub fn parse(out: &str) -> Probe {
         compose: field(out, "compose").to_string(),
         last_good: LastGood::parse(field(out, "last_good")),
         running: field(out, "running").to_string(),
+        state: field(out, "state").to_string(),
+        writer: field(out, "writer").to_string(),
     }
 }
 

@@ -49,7 +49,29 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
             "rmi",
             app::rmi(&e, &["v1.0.0".into(), "v1.1.0-rc.1".into()]),
         ),
-        ("gate", gate::script(&e, "v1.2.3", 90)),
+        ("gate", gate::script(&e, "v1.2.3", "qts-observer", true, 90)),
+        (
+            "gate-candidate",
+            gate::script(&e, "v1.2.3", handoff::CANDIDATE, false, 90),
+        ),
+        ("keep-env", app::keep_env(&e)),
+        ("restore-env", app::restore_env(&e)),
+        ("clean-candidate", handoff::clean_candidate()),
+        (
+            "start-candidate-v1",
+            handoff::start_candidate(&e, Compose::V1),
+        ),
+        (
+            "start-candidate-v2",
+            handoff::start_candidate(&e, Compose::V2),
+        ),
+        ("soak", handoff::soak(handoff::CANDIDATE, 10)),
+        (
+            "hand-over",
+            handoff::hand_over("qts-observer", handoff::CANDIDATE, 30),
+        ),
+        ("start-old", handoff::start("qts-observer")),
+        ("remove-candidate", handoff::remove_candidate()),
         (
             "record-last-good",
             history::record_last_good(

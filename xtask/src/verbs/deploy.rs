@@ -20,7 +20,13 @@ pub struct Deploy {
     /// The version to deploy (default: GITHUB_REF_NAME when GITHUB_REF is refs/tags/...).
     #[arg(long)]
     tag: Option<String>,
-    /// On a failed health gate, leave the failed version running for debugging (exit 1).
+    /// How the new version replaces the running one: `handoff` (the running version keeps
+    /// observing until its successor is gated and soaked) or `recreate` (stop, then start: for
+    /// hosts that cannot run two instances).
+    #[arg(long, value_enum, default_value = "handoff")]
+    strategy: rollout::Strategy,
+    /// With --strategy recreate: on a failed health gate, leave the failed version running for
+    /// debugging (exit 1).
     #[arg(long)]
     no_rollback: bool,
     /// Skip the pre-deploy snapshot of the server's state.
@@ -55,6 +61,7 @@ impl Deploy {
         let file = config::load(sh)?;
         let env = config::environment(sh, &file, &self.env)?;
         let o = rollout::Options {
+            strategy: self.strategy,
             rollback: !self.no_rollback,
             no_snapshot: self.no_snapshot,
             dry_run: self.dry_run,

@@ -23,6 +23,9 @@ pub struct Rollback {
     /// too, and the version recorded in the snapshot is started.
     #[arg(long)]
     restore: bool,
+    /// How the version goes back in: `handoff` (default) or `recreate`.
+    #[arg(long, value_enum, default_value = "handoff")]
+    strategy: rollout::Strategy,
     #[arg(long)]
     dry_run: bool,
 }
@@ -73,6 +76,7 @@ impl Rollback {
         };
         eprintln!("rollback to {target}");
         let o = rollout::Options {
+            strategy: self.strategy,
             rollback: false,
             no_snapshot: false,
             dry_run: self.dry_run,

@@ -1,0 +1,206 @@
+//! One server's rollout in progress: the state the rollout and its recovery branches share, and
+//! the steps with logic of their own (lock, pull, prune, records).
+
+use super::steps::Steps;
+use super::{env_text, who};
+use crate::compose::Compose;
+use crate::config::Env;
+use crate::core::contract::{COMPOSE_PATH, CONFIG_PATH};
+use crate::core::exit::fail;
+use crate::core::records::{HistoryRecord, LockHolder, Outcome, StepTime};
+use crate::core::util::{epoch, hostname, now_rfc3339, random_hex, round3, tail};
+use crate::ctx::Ctx;
+use crate::plan::{Executor, Step};
+use crate::server::{self, app};
+use anyhow::{Context, Result};
+use std::time::Instant;
+
+/// How a new version replaces the running one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    /// Start beside the running version, gate and soak it, then hand the archive over.
+    Handoff,
+    /// Stop-then-start (hosts that cannot run two instances); roll back on a failed gate.
+    Recreate,
+}
+
+/// How a rollout behaves.
+pub struct Options {
+    pub strategy: Strategy,
+    /// Roll back to the last good version when the gate fails.
+    pub rollback: bool,
+    pub no_snapshot: bool,
+    pub dry_run: bool,
+    pub json: bool,
+    /// `deploy` or `rollback` (recorded in the history).
+    pub kind: &'static str,
+}
+
+/// What a deploy uploads and feeds on stdin, read before anything runs.
+pub struct Payload {
+    pub compose: Vec<u8>,
+    pub config: Vec<u8>,
+    pub env_text: String,
+    pub holder: LockHolder,
+}
+
+impl Payload {
+    pub fn read(sh: &Ctx, env: &Env, version: &str, kind: &str) -> Result<Payload> {
+        Ok(Payload {
+            compose: std::fs::read(sh.path(COMPOSE_PATH)).context("reading the compose file")?,
+            config: std::fs::read(sh.path(CONFIG_PATH))
+                .context("reading deployment_config.json")?,
+            env_text: env_text(sh, env, version)?,
+            holder: LockHolder {
+                id: random_hex(8)?,
+                operation: kind.to_string(),
+                who: who(),
+                host: hostname(),
+                pid: std::process::id(),
+                version: version.to_string(),
+                started: now_rfc3339(),
+                started_epoch: epoch(),
+            },
+        })
+    }
+}
+
+/// The result of a rollout: (outcome, exit code, rolled back to).
+pub type Verdict = (String, u8, Option<String>);
+
+/// One server's rollout in progress.
+pub struct Run<'r, 'a> {
+    pub sh: &'a Ctx,
+    pub env: &'a Env,
+    pub st: Steps<'a>,
+    pub x: &'r mut Executor<'a>,
+    pub pay: Payload,
+    pub locked: bool,
+    pub c: Compose,
+    pub version: &'r str,
+    pub digest: &'r str,
+    pub last_good: &'r str,
+    pub running: &'r str,
+    pub o: &'r Options,
+    /// The strategy this run uses (a legacy running observer forces recreate).
+    pub strategy: Strategy,
+    pub snapshot: Option<String>,
+    pub t0: Instant,
+}
+
+impl Run<'_, '_> {
+    pub fn record(&self, outcome: Outcome, kind: &str, version: &str) -> HistoryRecord {
+        HistoryRecord {
+            kind: kind.into(),
+            version: version.into(),
+            digest: (version == self.version).then(|| self.digest.to_string()),
+            outcome,
+            who: who(),
+            when: now_rfc3339(),
+            previous: self.running.to_string(),
+            snapshot: self.snapshot.clone(),
+            rollback_of: (version != self.version).then(|| self.version.to_string()),
+            failed: Vec::new(),
+            duration_s: round3(self.t0.elapsed().as_secs_f64()),
+            steps: timings(self.x),
+        }
+    }
+
+    pub fn lock(&mut self, step: &Step) -> Result<()> {
+        let ttl = self.env.cfg.lock_ttl_s;
+        let env = self.env;
+        self.x.step_of(step, |x| {
+            for attempt in 0..2 {
+                let out = x.exec(step)?;
+                if out.ok {
+                    return Ok(());
+                }
+                let text = out.stdout.lines().next().unwrap_or("").to_string();
+                let h: LockHolder = serde_json::from_str(&text).unwrap_or_default();
+                if attempt == 0 && super::holder_dead_here(&h) {
+                    eprintln!(
+                        "    the lock's holder (pid {} on this machine, deploying {}) is gone: breaking its lock",
+                        h.pid, h.version
+                    );
+                    x.run(&Steps::new(env, &server_of(step)).unlock(&h.id))?;
+                    continue;
+                }
+                let age = epoch().saturating_sub(h.started_epoch);
+                let stale = if age > ttl { format!(" — STALE (older than the {ttl}s TTL): break it with `cargo xtask lock release --force`") } else { String::new() };
+                return Err(fail(format!(
+                    "the deploy lock is held by {} (pid {}, {} {}, since {}){stale}",
+                    if h.who.is_empty() { "unknown" } else { &h.who },
+                    h.pid,
+                    if h.operation.is_empty() { "deploying" } else { &h.operation },
+                    h.version,
+                    h.started
+                )));
+            }
+            Err(fail("the deploy lock could not be taken"))
+        })?;
+        self.locked = true;
+        Ok(())
+    }
+
+    pub fn unlock(&mut self) {
+        if self.locked {
+            if let Err(e) = self.x.run_step(&self.st.unlock(&self.pay.holder.id)) {
+                eprintln!("warning: the deploy lock could not be released: {e:#}");
+            }
+            self.locked = false;
+        }
+    }
+
+    pub fn pull(&mut self, step: &Step) -> Result<()> {
+        let out = self.x.run_step(step)?;
+        let got = server::digest_in(&out.stdout, &self.env.repo()).unwrap_or_default();
+        if got != self.digest {
+            return Err(fail(format!(
+                "the server pulled {} with digest {got}, but the registry serves {}: refusing to start it",
+                self.env.image(self.version),
+                self.digest
+            )));
+        }
+        eprintln!("    pulled {got}");
+        Ok(())
+    }
+
+    pub fn prune(&mut self, step: &Step) -> Result<()> {
+        let keep = self.env.cfg.keep_images as usize;
+        let listing = self.x.run_step(step)?;
+        let doomed = app::prune_candidates(&listing.stdout, keep, &[self.version, self.last_good]);
+        if !doomed.is_empty() {
+            self.x.run(&self.st.rmi(&doomed))?;
+        }
+        Ok(())
+    }
+}
+
+pub fn server_of(step: &Step) -> String {
+    match &step.host {
+        crate::plan::Host::Server(s) => s.clone(),
+        crate::plan::Host::Local => String::new(),
+    }
+}
+
+/// Prints remote output so that it cannot inject GitHub workflow commands (`::stop-commands::`).
+pub fn print_fenced(sh: &Ctx, title: &str, text: &str) {
+    let fence = random_hex(8).unwrap_or_else(|_| "obsfence".into());
+    if sh.gha {
+        println!("::stop-commands::{fence}");
+    }
+    eprintln!("{title}\n{}", tail(&sh.mask(text), 50));
+    if sh.gha {
+        println!("::{fence}::");
+    }
+}
+
+pub fn timings(x: &Executor) -> Vec<StepTime> {
+    x.timings
+        .iter()
+        .map(|(s, t)| StepTime {
+            step: s.clone(),
+            seconds: round3(*t),
+        })
+        .collect()
+}

@@ -1,0 +1,2 @@
+# golden: server builder `hand-over` (see server/tests.rs)
+docker stop -t 15 qts-observer >/dev/null 2>&1; i=0; r=; while [ $i -lt 150 ]; do r=$(docker exec qts-observer-next python3 -m observer.healthcheck --print 2>/dev/null); case "$r" in *"role=active "*) echo "ok handoff qts-observer-next is active: $r"; exit 0;; esac; sleep 0.2; i=$((i+1)); done; echo "fail handoff qts-observer-next did not become active within 30s: $r"; exit 1

@@ -1,0 +1,65 @@
+//! The handoff (issue 11): the new version starts BESIDE the running one as a one-off compose
+//! container named [`CANDIDATE`] (the service's own image, env, mounts and limits; no host
+//! port), waits as a standby (the observer's single-writer `flock` on
+//! `config/observer/.writer.lock` keeps it from appending), is gated and soaked, and only then
+//! does the old instance stop; the candidate takes the archive over within one interval. Then the
+//! compose-managed `qts-observer` (port 8000, `restart: unless-stopped`) is recreated with the new
+//! image, waits as a standby behind the candidate, and takes over when the candidate stops.
+
+use super::q;
+use crate::compose::Compose;
+use crate::config::Env;
+use crate::core::contract::{COMPOSE_FILE, CONTAINER};
+
+/// The candidate's container name: only the tool creates (and removes) it.
+pub const CANDIDATE: &str = "qts-observer-next";
+
+/// Compose with only the tool's inputs: the server's login environment (sshd `SetEnv`,
+/// `/etc/environment`) cannot override `.env` in compose's interpolation.
+pub fn compose_cmd(c: Compose) -> String {
+    format!(
+        "env -i PATH=\"$PATH\" HOME=\"$HOME\" ${{DOCKER_HOST:+DOCKER_HOST=\"$DOCKER_HOST\"}} {}",
+        c.shell()
+    )
+}
+
+/// Removes a candidate left by an earlier run that failed (never anything else).
+pub fn clean_candidate() -> String {
+    format!("docker rm -f {CANDIDATE} >/dev/null 2>&1; true")
+}
+
+/// Starts the candidate: `compose run -d` of the service, without its host port.
+pub fn start_candidate(env: &Env, c: Compose) -> String {
+    format!(
+        "cd {} && {} -f {COMPOSE_FILE} run -d --name {CANDIDATE} --no-deps {CONTAINER} 2>&1",
+        q(&env.remote_dir),
+        compose_cmd(c)
+    )
+}
+
+/// For `seconds`, once a second: the container runs, is healthy, and neither restarted nor
+/// started again. Prints `ok soak ...` or `fail soak ...` (exit 0 either way).
+pub fn soak(container: &str, seconds: u64) -> String {
+    format!(
+        r#"f='{{{{.State.Status}}}} {{{{if .State.Health}}}}{{{{.State.Health.Status}}}}{{{{end}}}} {{{{.RestartCount}}}} {{{{.State.StartedAt}}}}'; first=$(docker inspect -f "$f" {container} 2>/dev/null); i=0; bad=; while [ $i -lt {seconds} ]; do sleep 1; i=$((i+1)); now=$(docker inspect -f "$f" {container} 2>/dev/null); if [ "$now" != "$first" ]; then bad="after ${{i}}s: $now (was $first)"; break; fi; done; case "$first" in "running healthy "*) ;; *) bad="${{bad:-not healthy: $first}}";; esac; if [ -z "$bad" ]; then echo "ok soak healthy for {seconds}s without a restart"; else echo "fail soak $bad"; fi"#
+    )
+}
+
+/// Stops `old` (when it runs), then waits up to `timeout_s` for `new` to report role active.
+/// Prints `ok handoff ...` or `fail handoff ...` (exit 1 on failure).
+pub fn hand_over(old: &str, new: &str, timeout_s: u64) -> String {
+    format!(
+        r#"docker stop -t 15 {old} >/dev/null 2>&1; i=0; r=; while [ $i -lt {ticks} ]; do r=$(docker exec {new} python3 -m observer.healthcheck --print 2>/dev/null); case "$r" in *"role=active "*) echo "ok handoff {new} is active: $r"; exit 0;; esac; sleep 0.2; i=$((i+1)); done; echo "fail handoff {new} did not become active within {timeout_s}s: $r"; exit 1"#,
+        ticks = timeout_s * 5
+    )
+}
+
+/// Starts a stopped container again (handing back to the old version).
+pub fn start(container: &str) -> String {
+    format!("docker start {container} >/dev/null")
+}
+
+/// Stops and removes the candidate.
+pub fn remove_candidate() -> String {
+    format!("docker stop -t 15 {CANDIDATE} >/dev/null 2>&1; docker rm -f {CANDIDATE} >/dev/null 2>&1; true")
+}
