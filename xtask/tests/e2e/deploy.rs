@@ -21,6 +21,29 @@ pub fn last_good() -> String {
     std::fs::read_to_string(server_dir().join(".deploy/last_good_tag")).unwrap_or_default()
 }
 
+/// The largest hole (seconds) between consecutive records from line `from` on.
+pub fn largest_hole(from: usize) -> f64 {
+    let ts: Vec<f64> = archive_lines()
+        .iter()
+        .skip(from)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            // `YYYY-MM-DDTHH:MM:SS.mmmZ`: the time of day is enough (a day's rollover is
+            // handled below).
+            let t = v["ts"].as_str()?.get(11..23)?.to_string();
+            let (h, m, s) = (t.get(0..2)?, t.get(3..5)?, t.get(6..12)?);
+            Some(
+                h.parse::<f64>().ok()? * 3600.0
+                    + m.parse::<f64>().ok()? * 60.0
+                    + s.parse::<f64>().ok()?,
+            )
+        })
+        .collect();
+    ts.windows(2)
+        .map(|w| (w[1] - w[0]).rem_euclid(86_400.0))
+        .fold(0.0, f64::max)
+}
+
 pub fn archive_lines() -> Vec<String> {
     let text = std::fs::read_to_string(server_dir().join("config/observer/observer.jsonl"))
         .unwrap_or_default();
@@ -61,8 +84,22 @@ pub fn deploy_v1_v2_broken_rolls_back() {
     assert_eq!(s["version"], v1.as_str());
     assert!(s["state"].as_str().unwrap().contains("healthy"));
 
+    let from = archive_lines().len();
     let r = deploy(&v2);
     assert_eq!(r.code, 0, "{}", r.all());
+    // A handoff: the archive has no hole longer than a few intervals (200 ms each) across it.
+    let hole = largest_hole(from);
+    assert!(
+        hole < 1.0,
+        "a {hole:.2}s hole in the archive across the handoff"
+    );
+    assert!(
+        sh("docker ps -a --format '{{.Names}}'")
+            .stdout
+            .lines()
+            .all(|n| n != "qts-observer-next"),
+        "the candidate container must be gone"
+    );
     assert!(
         last_good().starts_with(&format!("{v2} sha256:")),
         "{}",
@@ -97,10 +134,20 @@ pub fn deploy_v1_v2_broken_rolls_back() {
     let bad = version();
     let r = c.xtask(&["release", &bad, "--env", "sandbox"]);
     assert_eq!(r.code, 0, "{}", r.all());
+    let started = sh("docker inspect -f '{{.State.StartedAt}}' qts-observer").stdout;
     let r = deploy(&bad);
     assert_eq!(r.code, 3, "{}", r.all());
-    assert!(r.stderr.contains("health gate FAILED"), "{}", r.stderr);
-    assert!(r.stderr.contains("last 50 lines of the container log"));
+    assert!(
+        r.stderr.contains("FAILED before the handoff"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("last 50 lines of the candidate's log"));
+    assert_eq!(
+        sh("docker inspect -f '{{.State.StartedAt}}' qts-observer").stdout,
+        started,
+        "the running version must never stop for a failed candidate"
+    );
     let st = c.xtask(&["status", "--env", "sandbox", "--json"]);
     let s: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
     assert_eq!(
@@ -116,11 +163,8 @@ pub fn deploy_v1_v2_broken_rolls_back() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let n = recs.len();
-    assert_eq!(recs[n - 2]["version"], bad.as_str());
-    assert_eq!(recs[n - 2]["outcome"], "failed");
-    assert_eq!(recs[n - 1]["kind"], "rollback");
-    assert_eq!(recs[n - 1]["version"], v2.as_str());
-    assert_eq!(recs[n - 1]["outcome"], "success");
+    assert_eq!(recs[n - 1]["version"], bad.as_str());
+    assert_eq!(recs[n - 1]["outcome"], "failed");
     assert!(recs
         .iter()
         .any(|r| r["version"] == v1.as_str() && r["outcome"] == "success"));
