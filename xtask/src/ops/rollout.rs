@@ -150,8 +150,6 @@ pub fn deploy<'a>(
     finish(sh, env, version, &digest, o, &x, t0, result)
 }
 
-/// The result of a rollout: (outcome, exit code, rolled back to).
-
 /// Reports a rollout's verdict (summary, `--json`, GitHub step summary) and turns it into the
 /// command's result.
 #[allow(clippy::too_many_arguments)]
