@@ -488,6 +488,17 @@ pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) ->
         ".restore-undo/{}-before-{id}",
         now_rfc3339().replace(['-', ':'], "")
     );
+    // The recorded version's image must be here BEFORE anything stops (it may have been pruned).
+    if !m.version.is_empty() {
+        let creds = crate::registry::credentials(sh, env);
+        if let Err(e) = x.run_step(&st.pull(&m.version, creds.as_ref())) {
+            let _ = x.run(&st.unlock(&lock_id));
+            return Err(fail(format!(
+                "{e:#}\n{} cannot be pulled: nothing was stopped or changed",
+                env.image(&m.version)
+            )));
+        }
+    }
     let r = (|| -> Result<()> {
         x.run_step(&st.stop(c))?;
         x.run_step(&Step::remote(

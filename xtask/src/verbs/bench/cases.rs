@@ -47,12 +47,58 @@ impl Bed<'_> {
     }
 
     fn deploy(&self, tag: &str) -> Result<f64> {
-        let (ok, _, secs) =
-            self.xtask(&["deploy", "--env", "sandbox", "--tag", tag, "--no-snapshot"])?;
+        self.deploy_with(tag, "handoff")
+    }
+
+    fn deploy_with(&self, tag: &str, strategy: &str) -> Result<f64> {
+        let (ok, _, secs) = self.xtask(&[
+            "deploy",
+            "--env",
+            "sandbox",
+            "--tag",
+            tag,
+            "--no-snapshot",
+            "--strategy",
+            strategy,
+        ])?;
         if !ok {
-            bail!("bench: `deploy --tag {tag}` failed");
+            bail!("bench: `deploy --tag {tag} --strategy {strategy}` failed");
         }
         Ok(secs)
+    }
+
+    /// Polls `/health` on the service's host port every 50 ms while `f` runs: the longest time
+    /// (seconds) it did not answer 200.
+    fn port_outage<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let port = self.env.cfg.host_port;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let poller = std::thread::spawn(move || {
+            let (mut worst, mut down_since): (f64, Option<Instant>) = (0.0, None);
+            while !flag.load(Ordering::Relaxed) {
+                let ok = http_ok(port);
+                match (ok, down_since) {
+                    (false, None) => down_since = Some(Instant::now()),
+                    (true, Some(t)) => {
+                        worst = worst.max(t.elapsed().as_secs_f64());
+                        down_since = None;
+                    }
+                    _ => {}
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if let Some(t) = down_since {
+                worst = worst.max(t.elapsed().as_secs_f64());
+            }
+            worst
+        });
+        let r = f();
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        let worst = poller.join().unwrap_or(f64::NAN);
+        Ok((r?, worst))
     }
 
     /// Build and push the bench images A, B (healthy) and BROKEN (never healthy).
@@ -137,30 +183,57 @@ const A: &str = "v0.0.1-bench.a";
 const B: &str = "v0.0.1-bench.b";
 const BROKEN: &str = "v0.0.1-bench.broken";
 
+/// `/health` answers 200 on 127.0.0.1:`port`.
+fn http_ok(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        Duration::from_millis(200),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if write!(s, "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    s.read(&mut buf)
+        .map(|n| buf[..n].starts_with(b"HTTP/1.0 200") || buf[..n].starts_with(b"HTTP/1.1 200"))
+        .unwrap_or(false)
+}
+
 pub fn gap(c: &Bed) -> Result<Value> {
-    let (mut base, mut ours) = (Vec::new(), Vec::new());
+    let (mut naive, mut recreate, mut handoff) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut port_naive, mut port_recreate, mut port_handoff) =
+        (Vec::new(), Vec::new(), Vec::new());
     c.deploy(A)?;
     let mut next = B;
     for _ in 0..c.runs {
-        for xt in [false, true] {
+        for how in ["naive", "recreate", "handoff"] {
             c.settle();
             let from = c.archive().lines().count();
-            if xt {
-                c.deploy(next)?;
-            } else {
-                c.naive(next, true, false)?;
-            }
+            let ((), outage) = c.port_outage(|| match how {
+                "naive" => c.naive(next, true, false).map(|_| ()),
+                s => c.deploy_with(next, s).map(|_| ()),
+            })?;
             c.settle();
             let g = largest_gap(&c.archive(), from);
-            if xt { &mut ours } else { &mut base }.push(g);
+            match how {
+                "naive" => (naive.push(g), port_naive.push(outage)),
+                "recreate" => (recreate.push(g), port_recreate.push(outage)),
+                _ => (handoff.push(g), port_handoff.push(outage)),
+            };
             next = if next == A { B } else { A };
         }
     }
-    Ok(
-        json!({"rows": [row("largest gap between records across a deploy", "s", &base, &ours)],
-              "baseline": "ssh: compose down && compose pull && compose up -d",
-              "interval_ms": c.env.cfg.interval_ms}),
-    )
+    Ok(json!({"rows": [
+        row("largest archive hole across a good deploy: recreate", "s", &naive, &recreate),
+        row("largest archive hole across a good deploy: handoff", "s", &naive, &handoff),
+        row("/health on the host port unavailable: recreate", "s", &port_naive, &port_recreate),
+        row("/health on the host port unavailable: handoff", "s", &port_naive, &port_handoff),
+    ],
+    "baseline": "ssh: compose down && compose pull && compose up -d",
+    "interval_ms": c.env.cfg.interval_ms}))
 }
 
 pub fn overhead(c: &Bed) -> Result<Value> {
@@ -194,8 +267,29 @@ pub fn overhead(c: &Bed) -> Result<Value> {
 
 pub fn rollback(c: &Bed) -> Result<Value> {
     let (mut verdict, mut recover) = (Vec::new(), Vec::new());
+    let (mut hole_recreate, mut hole_handoff) = (Vec::new(), Vec::new());
     for _ in 0..c.runs {
         c.deploy(A)?;
+        c.settle();
+        let from = c.archive().lines().count();
+        let (ok, _, _) = c.xtask(&[
+            "deploy",
+            "--env",
+            "sandbox",
+            "--tag",
+            BROKEN,
+            "--no-snapshot",
+            "--strategy",
+            "recreate",
+        ])?;
+        if ok {
+            bail!("the broken bench image passed its health gate");
+        }
+        c.settle();
+        hole_recreate.push(largest_gap(&c.archive(), from));
+        c.deploy(A)?;
+        c.settle();
+        let from = c.archive().lines().count();
         let (ok, out, total) = c.xtask(&[
             "deploy",
             "--env",
@@ -205,6 +299,8 @@ pub fn rollback(c: &Bed) -> Result<Value> {
             "--no-snapshot",
             "--json",
         ])?;
+        c.settle();
+        hole_handoff.push(largest_gap(&c.archive(), from));
         if ok {
             bail!("the broken bench image passed its health gate");
         }
@@ -226,8 +322,9 @@ pub fn rollback(c: &Bed) -> Result<Value> {
         recover.push((total - until).max(0.0));
     }
     Ok(
-        json!({"rows": [row("deploy start → failure verdict", "s", &[], &verdict), row("verdict → last good healthy again", "s", &[], &recover)],
-              "baseline": "none (absolute times)"}),
+        json!({"rows": [row("deploy start → failure verdict", "s", &[], &verdict), row("failure verdict → deploy finished (the last good version never stopped)", "s", &[], &recover),
+                        row("archive hole across a broken deploy (baseline: recreate; xtask: handoff)", "s", &hole_recreate, &hole_handoff)],
+              "baseline": "none (absolute times); for the hole, the same broken release deployed with --strategy recreate"}),
     )
 }
 
