@@ -17,16 +17,16 @@ pub const EXIT_CODES: &str = "Exit codes:
   0  success
   1  a check or a step failed (nothing further was changed)
   2  bad usage, an invalid version or an invalid config (nothing was touched)
-  3  deploy: the new version failed its health gate; the last good version is back and healthy
-  4  deploy: the rollback failed too (or a first deploy failed): the service is NOT healthy";
+  3  deploy: the new version failed (gate, soak or handoff); the last good version runs and is healthy
+  4  deploy: the hand-back or rollback failed too (or a first deploy failed): the service is NOT healthy";
 
 /// The table printed by `deploy --help` and `rollback --help`.
 pub const DEPLOY_EXIT_CODES: &str = "Exit codes:
-  0  deployed and healthy
+  0  deployed and healthy (or the version asked for already runs and is healthy)
   1  refused or failed before the running service was touched (or --no-rollback left the failed version)
   2  bad usage or an invalid version (nothing touched)
-  3  the new version failed its health gate; the last good version is back and healthy
-  4  the rollback failed too, or a first deploy failed: the service is NOT healthy";
+  3  the new version failed (gate, soak or handoff); the last good version runs and is healthy
+  4  the hand-back or rollback failed too, or a first deploy failed: the service is NOT healthy";
 
 /// An error that carries the process exit code.
 #[derive(Debug)]
