@@ -64,6 +64,6 @@ pub fn remote_checks_script(env: &Env) -> String {
         .join(" ");
     let secrets = APP_SECRETS.join(" ");
     format!(
-        "echo \"compose=$({DETECT_COMPOSE})\"; echo \"docker=$(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null)\"; echo \"dir=$(stat -c '%U %a' {rd} 2>/dev/null)\"; echo \"writable=$(test -w {rd} && echo yes)\"; echo \"envmode=$(stat -c %a {rd}/.env 2>/dev/null)\"; echo \"disk=$(df -Pk {rd} 2>/dev/null | awk 'NR==2{{print $4}}')\"; docker exec {CONTAINER} sh -c 'for n in {plain}; do printf \"cenv %s=%s\\n\" \"$n\" \"$(printenv \"$n\")\"; done; for n in {secrets}; do if [ -n \"$(printenv \"$n\")\" ]; then echo \"csecret $n=set\"; else echo \"csecret $n=unset\"; fi; done' 2>/dev/null; true"
+        "echo \"compose=$({DETECT_COMPOSE})\"; echo \"docker=$(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null)\"; echo \"dir=$(stat -c '%U %a' {rd} 2>/dev/null)\"; echo \"writable=$(test -w {rd} && echo yes)\"; echo \"envmode=$(stat -c %a {rd}/.env 2>/dev/null)\"; echo \"disk=$(df -Pk {rd} 2>/dev/null | awk 'NR==2{{print $4}}')\"; echo \"loginenv=$(env | sed -n 's/^\\(IMAGE_[A-Z_]*\\|COMPOSE_[A-Z_]*\\|OBSERVER_[A-Z_]*\\|KIS_[A-Z_]*\\|DOCKER_[A-Z_]*\\)=.*/\\1/p' | tr '\\n' ' ')\"; docker exec {CONTAINER} sh -c 'for n in {plain}; do printf \"cenv %s=%s\\n\" \"$n\" \"$(printenv \"$n\")\"; done; for n in {secrets}; do if [ -n \"$(printenv \"$n\")\" ]; then echo \"csecret $n=set\"; else echo \"csecret $n=unset\"; fi; done' 2>/dev/null; true"
     )
 }

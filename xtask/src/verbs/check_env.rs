@@ -458,6 +458,13 @@ fn remote_checks(sh: &Ctx, env: &Env, r: &mut Report) {
     } else {
         r.ok("remote disk", format!("{} MiB free", disk / 1024));
     }
+    match field(o, "loginenv") {
+        "" => r.ok("remote login env", "sets none of the deploy's variables"),
+        names => r.warn(
+            "remote login env",
+            format!("the server's login environment sets {names}: the tool runs compose with `env -i`, so deploys ignore them, but a person's `docker compose` on the server would use them over .env"),
+        ),
+    }
     let cenv: Vec<&str> = o
         .lines()
         .filter(|l| l.starts_with("cenv ") || l.starts_with("csecret "))
