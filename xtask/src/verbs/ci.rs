@@ -197,7 +197,7 @@ impl Ci {
                     "end-to-end deploy tests again under compose v1",
                     cmd!(
                         sh,
-                        "{cargo} test --locked -p xtask --test e2e -- --ignored --test-threads=1 deploy::"
+                        "{cargo} test --locked -p xtask --test e2e -- --ignored --test-threads=1 deploy:: handoff::"
                     )
                     .env(crate::compose::FORCE_VAR, "v1"),
                 ),

@@ -9,6 +9,7 @@ mod common;
 mod benchmarks;
 mod check_env;
 mod deploy;
+mod handoff;
 mod release;
 mod sandbox;
 mod snapshot;
