@@ -51,16 +51,7 @@ pub fn gate_failed(run: &mut Run, gate: Gate) -> Result<Verdict> {
         super::start_and_gate(run.x, &run.st, last_good, c)
     })();
     let ok = matches!(&rb, Ok(g) if g.passed());
-    let mut rec = run.record(
-        if ok {
-            Outcome::Success
-        } else {
-            Outcome::Failed
-        },
-        "rollback",
-        last_good,
-    );
-    rec.digest = None;
+    let rec = rollback_record(run, ok, last_good);
     if ok {
         run.x.run_step(&run.st.history(&rec))?;
         return Ok((
@@ -179,16 +170,7 @@ pub fn hand_back_after_up(run: &mut Run, failed: Vec<String>) -> Result<Verdict>
         Ok(true)
     })();
     let ok = matches!(back, Ok(true));
-    let mut rec = run.record(
-        if ok {
-            Outcome::Success
-        } else {
-            Outcome::Failed
-        },
-        "rollback",
-        &old,
-    );
-    rec.digest = None;
+    let rec = rollback_record(run, ok, &old);
     let _ = run.x.run_step(&run.st.history(&rec));
     if ok {
         Ok(("handed back".into(), exit::ROLLED_BACK, Some(old)))
@@ -199,4 +181,16 @@ pub fn hand_back_after_up(run: &mut Run, failed: Vec<String>) -> Result<Verdict>
         );
         Ok(("hand-back failed".into(), exit::UNHEALTHY, None))
     }
+}
+
+/// The history record of going back to `version` (no digest: it was verified when deployed).
+fn rollback_record(run: &Run, ok: bool, version: &str) -> crate::core::records::HistoryRecord {
+    let outcome = if ok {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    };
+    let mut rec = run.record(outcome, "rollback", version);
+    rec.digest = None;
+    rec
 }

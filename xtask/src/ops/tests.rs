@@ -110,6 +110,19 @@ fn opts(rollback: bool) -> Options {
     }
 }
 
+/// What `--dry-run` prints for a rollout of v1.1.0 with these inputs.
+fn dry_run_plan(
+    e: &Env,
+    c: crate::compose::Compose,
+    snapshot: bool,
+    strategy: rollout::Strategy,
+) -> crate::plan::Plan {
+    let sh = Ctx::new().unwrap();
+    let st = super::steps::Steps::new(e, &e.servers[0].name);
+    let pay = rollout::Payload::read(&sh, e, "v1.1.0", "deploy").unwrap();
+    rollout::plan(&st, "v1.1.0", DIGEST, c, None, &pay, snapshot, strategy)
+}
+
 /// Runs a rollout of v1.1.0 against `fake`: (exit code, executor's step ids, transport's log).
 fn run(e: &Env, fake: &Fake, o: &Options) -> (u8, Vec<&'static str>, Vec<&'static str>) {
     let sh = Ctx::new().unwrap();
@@ -134,16 +147,9 @@ fn a_healthy_rollout_runs_exactly_the_dry_run_plan() {
     let (code, done, log) = run(&e, &f, &opts(true));
     assert_eq!(code, 0);
     // What --dry-run prints for the same inputs:
-    let sh = Ctx::new().unwrap();
-    let st = super::steps::Steps::new(&e, &e.servers[0].name);
-    let pay = rollout::Payload::read(&sh, &e, "v1.1.0", "deploy").unwrap();
-    let plan = rollout::plan(
-        &st,
-        "v1.1.0",
-        DIGEST,
+    let plan = dry_run_plan(
+        &e,
         crate::compose::Compose::V2,
-        None,
-        &pay,
         false,
         rollout::Strategy::Recreate,
     );
@@ -155,16 +161,9 @@ fn a_healthy_rollout_runs_exactly_the_dry_run_plan() {
 #[test]
 fn dry_run_plan_includes_ownership_repair_and_snapshot() {
     let e = env();
-    let sh = Ctx::new().unwrap();
-    let st = super::steps::Steps::new(&e, &e.servers[0].name);
-    let pay = rollout::Payload::read(&sh, &e, "v1.1.0", "deploy").unwrap();
-    let p = rollout::plan(
-        &st,
-        "v1.1.0",
-        DIGEST,
+    let p = dry_run_plan(
+        &e,
         crate::compose::Compose::V1,
-        None,
-        &pay,
         true,
         rollout::Strategy::Recreate,
     );
@@ -356,16 +355,9 @@ fn a_handoff_runs_exactly_its_plan_and_never_stops_before_the_soak() {
         .answer("release-candidate", active("qts-observer"));
     let (code, done, log) = run(&e, &f, &handoff());
     assert_eq!(code, 0);
-    let sh = Ctx::new().unwrap();
-    let st = super::steps::Steps::new(&e, &e.servers[0].name);
-    let pay = rollout::Payload::read(&sh, &e, "v1.1.0", "deploy").unwrap();
-    let plan = rollout::plan(
-        &st,
-        "v1.1.0",
-        DIGEST,
+    let plan = dry_run_plan(
+        &e,
         crate::compose::Compose::V2,
-        None,
-        &pay,
         false,
         rollout::Strategy::Handoff,
     );

@@ -268,20 +268,19 @@ pub fn overhead(c: &Bed) -> Result<Value> {
 pub fn rollback(c: &Bed) -> Result<Value> {
     let (mut verdict, mut recover) = (Vec::new(), Vec::new());
     let (mut hole_recreate, mut hole_handoff) = (Vec::new(), Vec::new());
+    let broken = [
+        "deploy",
+        "--env",
+        "sandbox",
+        "--tag",
+        BROKEN,
+        "--no-snapshot",
+    ];
     for _ in 0..c.runs {
         c.deploy(A)?;
         c.settle();
         let from = c.archive().lines().count();
-        let (ok, _, _) = c.xtask(&[
-            "deploy",
-            "--env",
-            "sandbox",
-            "--tag",
-            BROKEN,
-            "--no-snapshot",
-            "--strategy",
-            "recreate",
-        ])?;
+        let (ok, _, _) = c.xtask(&[&broken[..], &["--strategy", "recreate"]].concat())?;
         if ok {
             bail!("the broken bench image passed its health gate");
         }
@@ -290,15 +289,7 @@ pub fn rollback(c: &Bed) -> Result<Value> {
         c.deploy(A)?;
         c.settle();
         let from = c.archive().lines().count();
-        let (ok, out, total) = c.xtask(&[
-            "deploy",
-            "--env",
-            "sandbox",
-            "--tag",
-            BROKEN,
-            "--no-snapshot",
-            "--json",
-        ])?;
+        let (ok, out, total) = c.xtask(&[&broken[..], &["--json"]].concat())?;
         c.settle();
         hole_handoff.push(largest_gap(&c.archive(), from));
         if ok {
