@@ -236,6 +236,17 @@ pub fn spawn_daemon(program: &Path, args: &[String], log: &Path) -> Result<u32> 
         .unchecked()
         .before_spawn(|c| {
             c.process_group(0);
+            // A daemon must not keep descriptors it inherited (a caller's `flock` on a lock
+            // file, a pipe a test reads to EOF): close everything above stderr before exec.
+            // SAFETY: only close(2), which is async-signal-safe, runs between fork and exec.
+            unsafe {
+                c.pre_exec(|| {
+                    for fd in 3..4096 {
+                        libc::close(fd);
+                    }
+                    Ok(())
+                });
+            }
             Ok(())
         })
         .start()
