@@ -148,7 +148,10 @@ pub fn down(sh: &Ctx) -> Result<()> {
         eprintln!("sandbox: nothing recorded under {DIR}; nothing to stop");
         return Ok(());
     };
-    // The observer the sandbox server runs (started by a sandbox deploy).
+    // The observer the sandbox server runs (started by a sandbox deploy), and a handoff's
+    // candidate a killed deploy may have left.
+    let candidate = crate::server::handoff::CANDIDATE;
+    let _ = sh.capture(cmd!(sh, "docker rm -f {candidate}"), None);
     let remote = p.server().join("observer");
     if remote.join(COMPOSE_FILE).is_file() {
         if let Some(c) = compose::detect_local(sh) {
