@@ -31,6 +31,8 @@ PACKAGES=(
   tar
   debootstrap                      # the sandbox base image when python:3.11-slim is absent
   python3                          # the observer's tests
+  python3-jwt                      # the sandbox registry's token service (token mode): JWTs
+  python3-cryptography             # the token service's signing key and certificate
   python3-venv                     # target/tools/venv (linters from PyPI); pip for the plugin
   ca-certificates                  # HTTPS for pip and curl
   time                             # /usr/bin/time for the benchmarks' peak memory

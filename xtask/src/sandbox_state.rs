@@ -25,6 +25,26 @@ pub struct State {
     pub ssh_port: u16,
     pub user: String,
     pub base_image: String,
+    /// How the registry authenticates: `basic` (htpasswd) or `token` (a token service, as GHCR
+    /// answers). Empty in a state written before the choice existed: basic.
+    #[serde(default)]
+    pub registry_auth: String,
+    /// The token service (token mode only).
+    #[serde(default)]
+    pub token_pid: Option<u32>,
+    #[serde(default)]
+    pub token_port: u16,
+}
+
+impl State {
+    /// `basic` or `token`.
+    pub fn auth(&self) -> &str {
+        if self.registry_auth.is_empty() {
+            "basic"
+        } else {
+            &self.registry_auth
+        }
+    }
 }
 
 /// The sandbox's files.
@@ -48,6 +68,10 @@ impl Paths {
     }
     pub fn token(&self) -> PathBuf {
         self.registry().join("token")
+    }
+    /// The token service's key, certificate, script copy and log (token mode).
+    pub fn token_service(&self) -> PathBuf {
+        self.root.join("token-service")
     }
     pub fn ssh(&self) -> PathBuf {
         self.root.join("ssh")

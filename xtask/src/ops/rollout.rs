@@ -133,14 +133,21 @@ pub fn deploy<'a>(
     let server = env.servers[0].name.clone();
     let st = Steps::new(env, &server);
     let digest = x.step_of(&st.verify(version), |_| {
-        let d = Client::new(sh, env)
+        let mut client = Client::new(sh, env);
+        let d = client
             .digest(env.repo_path(), version)?
             .ok_or_else(|| fail(format!("{image} is not in the registry: release it first (`cargo xtask release {version} --env {}`)", env.name)))?;
         if let Some(recorded) = tag_digest(sh, version) {
-            if recorded != d {
+            // issue 17: an image index and its own platform image are the same image.
+            let rel = client.relate(env.repo_path(), &d, &recorded)?;
+            if !rel.same_image() {
                 return Err(fail(format!("the registry serves {d} for {version}, but git tag {version} records {recorded}: the image tag was re-pushed; refusing")));
             }
-            eprintln!("    digest {d} matches git tag {version}");
+            if rel == registry::Relation::Same {
+                eprintln!("    digest {d} matches git tag {version}");
+            } else {
+                eprintln!("    {} (recorded in git tag {version})", rel.describe(&d, &recorded));
+            }
         } else {
             eprintln!("    digest {d}");
         }

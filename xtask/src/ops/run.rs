@@ -11,7 +11,7 @@ use crate::core::records::{HistoryRecord, LockHolder, Outcome, StepTime};
 use crate::core::util::{epoch, hostname, now_rfc3339, random_hex, round3, tail};
 use crate::ctx::Ctx;
 use crate::plan::{Executor, Step};
-use crate::server::{self, app};
+use crate::server::app;
 use anyhow::{Context, Result};
 use std::time::Instant;
 
@@ -153,7 +153,13 @@ impl Run<'_, '_> {
 
     pub fn pull(&mut self, step: &Step) -> Result<()> {
         let out = self.x.run_step(step)?;
-        let got = server::digest_in(&out.stdout, &self.env.repo()).unwrap_or_default();
+        // issue 17: the image may carry several digests (a platform manifest and an index).
+        let all = crate::registry::repo_digests(&out.stdout, &self.env.repo());
+        let got = if all.iter().any(|d| d == self.digest) {
+            self.digest.to_string()
+        } else {
+            all.join(" ")
+        };
         if got != self.digest {
             return Err(fail(format!(
                 "the server pulled {} with digest {got}, but the registry serves {}: refusing to start it",

@@ -394,36 +394,35 @@ fn docker_logged_in(registry: &str) -> bool {
         .is_some_and(|v| v["auths"].get(registry).is_some())
 }
 
-/// The digest docker recorded for the push must be what the registry serves for the tag.
+/// The digest docker recorded for the push must be what the registry serves for the tag, compared
+/// as the same kind of object: equal, or an image index and its own platform image (a BuildKit
+/// push records and serves an index). Returns what the registry serves (what a server pulling the
+/// tag records).
 fn verify_pushed(sh: &Ctx, env: &Env, version: &str, repo_digests_json: &str) -> Result<String> {
-    let list: Vec<String> =
-        serde_json::from_str(repo_digests_json.trim()).context("parsing RepoDigests")?;
-    let prefix = format!("{}@", env.repo());
-    let local = list
-        .iter()
-        .find_map(|d| d.strip_prefix(&prefix))
-        .with_context(|| {
-            format!(
-                "docker recorded no digest for {} after the push",
-                env.repo()
-            )
-        })?
-        .to_string();
-    let served = Client::new(sh, env)
-        .digest(env.repo_path(), version)?
-        .with_context(|| {
-            format!(
-                "the registry does not serve {} after the push",
-                env.image(version)
-            )
-        })?;
-    if served != local {
+    let pushed = registry::repo_digests(repo_digests_json, &env.repo());
+    if pushed.is_empty() {
         return Err(fail(format!(
-            "the registry serves {served} for {}, but the image built and pushed is {local}",
-            env.image(version)
+            "docker recorded no digest for {} after the push",
+            env.repo()
         )));
     }
-    eprintln!("    registry serves {served}");
+    let mut client = Client::new(sh, env);
+    let served = client.digest(env.repo_path(), version)?.with_context(|| {
+        format!(
+            "the registry does not serve {} after the push",
+            env.image(version)
+        )
+    })?;
+    match client.find_same(env.repo_path(), &served, &pushed)? {
+        Some((local, rel)) => eprintln!("    {}", rel.describe(&served, &local)),
+        None => {
+            return Err(fail(format!(
+                "the registry serves {served} for {}, but the image built and pushed is {}",
+                env.image(version),
+                pushed.join(" or ")
+            )))
+        }
+    }
     Ok(served)
 }
 

@@ -10,6 +10,7 @@ mod benchmarks;
 mod check_env;
 mod deploy;
 mod handoff;
+mod registry_auth;
 mod release;
 mod sandbox;
 mod snapshot;

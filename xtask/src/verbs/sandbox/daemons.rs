@@ -1,6 +1,7 @@
-//! The sandbox's daemons: Debian's `docker-registry` (htpasswd, bcrypt) and an OpenSSH `sshd`
-//! with a generated, pinned host key, both on 127.0.0.1; found again by recorded PID (checked
-//! against the process's command line), never by name.
+//! The sandbox's daemons: Debian's `docker-registry` (htpasswd with bcrypt, or token auth against
+//! the token service of `token.rs`) and an OpenSSH `sshd` with a generated, pinned host key, all
+//! on 127.0.0.1; found again by recorded PID (checked against the process's command line), never
+//! by name.
 
 use crate::core::util::{random_hex, tail};
 use crate::ctx::Ctx;
@@ -43,8 +44,16 @@ fn port_free(port: u16) -> bool {
     port != 0 && TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
+/// Waits (at most 5 s) until a port a stopped daemon held is free again.
+pub(super) fn wait_port_free(port: u16) {
+    let t = Instant::now();
+    while !port_free(port) && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The recorded port when it is still free, otherwise a new free one (said aloud).
-fn choose_port(recorded: u16, what: &str) -> Result<u16> {
+pub(super) fn choose_port(recorded: u16, what: &str) -> Result<u16> {
     if port_free(recorded) {
         return Ok(recorded);
     }
@@ -54,7 +63,7 @@ fn choose_port(recorded: u16, what: &str) -> Result<u16> {
     free_port()
 }
 
-fn wait_until(
+pub(super) fn wait_until(
     what: &str,
     log: &Path,
     timeout: Duration,
@@ -100,50 +109,82 @@ pub fn ssh_banner(port: u16) -> bool {
         .unwrap_or(false)
 }
 
-pub fn start_registry(sh: &Ctx, p: &Paths, st: &mut State) -> Result<()> {
+/// The `auth:` block of the registry's config in basic mode (htpasswd, bcrypt).
+pub fn basic_auth_config(p: &Paths) -> String {
+    format!(
+        "auth:\n  htpasswd:\n    realm: observer-sandbox\n    path: {}\n",
+        p.registry().join("htpasswd").display()
+    )
+}
+
+fn registry_config(p: &Paths, port: u16, auth: &str) -> String {
+    format!(
+        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+        p.registry().join("data").display(),
+    )
+}
+
+/// The sandbox user's generated token and its htpasswd entry (once). The token is the basic
+/// password in basic mode and the token service's password in token mode.
+fn ensure_credentials(sh: &Ctx, p: &Paths) -> Result<()> {
+    if p.token().is_file() {
+        return Ok(());
+    }
+    let token = random_hex(24)?;
+    let out = sh.capture(
+        cmd!(sh, "htpasswd -niB {REGISTRY_USER}"),
+        Some(format!("{token}\n").as_bytes()),
+    )?;
+    if !out.ok {
+        bail!("htpasswd failed: {}", out.stderr.trim());
+    }
+    fs::write(
+        p.registry().join("htpasswd"),
+        out.stdout.trim_end().to_string() + "\n",
+    )?;
+    fs::write(p.token(), &token)?;
+    fs::set_permissions(p.token(), fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// Starts the registry with `auth` (an `auth:` config block) as `mode`; a running registry is
+/// reused when its config is exactly that, and restarted (same port, same storage) otherwise.
+pub fn start_registry(sh: &Ctx, p: &Paths, st: &mut State, mode: &str, auth: &str) -> Result<()> {
     let dir = p.registry();
     let config = dir.join("config.yml");
     if let Some(pid) = st.registry_pid {
         if pid_alive(pid, &config) && http_status(st.registry_port, "/v2/") == Some(401) {
+            let running = fs::read_to_string(&config).unwrap_or_default();
+            if running == registry_config(p, st.registry_port, auth) {
+                eprintln!(
+                    "registry already running (pid {pid}, 127.0.0.1:{}, {mode} auth)",
+                    st.registry_port
+                );
+                return Ok(());
+            }
             eprintln!(
-                "registry already running (pid {pid}, 127.0.0.1:{})",
-                st.registry_port
+                "registry: switching from {} to {mode} auth; restarting it (pid {pid})",
+                st.auth()
             );
-            return Ok(());
+            stop_pid(pid, &config, "registry");
+            // Its cmdline empties before its sockets close: wait for the port, keep it.
+            wait_port_free(st.registry_port);
+        } else {
+            eprintln!(
+                "registry: stale PID record (pid {pid} is not our registry); starting it again"
+            );
         }
-        eprintln!("registry: stale PID record (pid {pid} is not our registry); starting it again");
         st.registry_pid = None;
     }
-    if !p.token().is_file() {
-        let token = random_hex(24)?;
-        let out = sh.capture(
-            cmd!(sh, "htpasswd -niB {REGISTRY_USER}"),
-            Some(format!("{token}\n").as_bytes()),
-        )?;
-        if !out.ok {
-            bail!("htpasswd failed: {}", out.stderr.trim());
-        }
-        fs::write(
-            dir.join("htpasswd"),
-            out.stdout.trim_end().to_string() + "\n",
-        )?;
-        fs::write(p.token(), &token)?;
-        fs::set_permissions(p.token(), fs::Permissions::from_mode(0o600))?;
-    }
+    ensure_credentials(sh, p)?;
     let port = choose_port(st.registry_port, "registry")?;
-    fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: observer-sandbox\n    path: {}\n",
-            dir.join("data").display(),
-            dir.join("htpasswd").display()
-        ),
-    )?;
+    fs::write(&config, registry_config(p, port, auth))?;
     let bin = find_program("docker-registry").context("docker-registry not found")?;
     let log = dir.join("registry.log");
     let pid = spawn_daemon(&bin, &["serve".into(), config.display().to_string()], &log)?;
     st.registry_pid = Some(pid);
     st.registry_port = port;
+    st.registry_auth = mode.to_string();
     st.registry_kind = "docker-registry (Debian package, distribution 2.x)".into();
     wait_until("the registry", &log, Duration::from_secs(15), || {
         http_status(port, "/v2/") == Some(401)

@@ -1,10 +1,11 @@
-//! `cargo xtask sandbox up|down|status`: a real OCI registry (htpasswd auth) and a real OpenSSH
-//! server on 127.0.0.1 standing in for GHCR and the VM, a local Python base image, and a bare git
-//! repository standing in for the git remote. All state lives under `target/sandbox/`
-//! (`sandbox_state`).
+//! `cargo xtask sandbox up|down|status`: a real OCI registry (htpasswd basic auth, or token auth
+//! with a token service, as GHCR answers) and a real OpenSSH server on 127.0.0.1 standing in for
+//! GHCR and the VM, a local Python base image, and a bare git repository standing in for the git
+//! remote. All state lives under `target/sandbox/` (`sandbox_state`).
 
 mod base_image;
 mod daemons;
+mod token;
 
 use crate::compose;
 use crate::core::contract::{COMPOSE_FILE, CONTAINER};
@@ -33,6 +34,10 @@ enum SandboxCmd {
         /// Install missing prerequisites with apt-get (root on Debian; automatic when CI=true).
         #[arg(long)]
         install: bool,
+        /// How the registry authenticates: `basic` (htpasswd) or `token` (a token service on
+        /// 127.0.0.1, as GHCR answers). Switching restarts the registry (same port and storage).
+        #[arg(long, value_enum, default_value_t = RegistryAuth::Basic)]
+        registry_auth: RegistryAuth,
     },
     /// Stop what `up` started (by recorded PID) and the sandbox's observer container.
     Down,
@@ -43,12 +48,33 @@ enum SandboxCmd {
     },
 }
 
+/// The registry's authentication mode.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistryAuth {
+    /// htpasswd (bcrypt) basic auth.
+    Basic,
+    /// Bearer tokens from the sandbox's token service (the distribution token specification).
+    Token,
+}
+
+impl RegistryAuth {
+    pub fn name(self) -> &'static str {
+        match self {
+            RegistryAuth::Basic => "basic",
+            RegistryAuth::Token => "token",
+        }
+    }
+}
+
 impl Sandbox {
     pub fn run(self, sh: &Ctx) -> Result<()> {
         match self.cmd {
-            SandboxCmd::Up { install } => {
+            SandboxCmd::Up {
+                install,
+                registry_auth,
+            } => {
                 let ci = std::env::var("CI").as_deref() == Ok("true");
-                up(sh, install || ci).map(|_| ())
+                up_with(sh, install || ci, registry_auth).map(|_| ())
             }
             SandboxCmd::Down => down(sh),
             SandboxCmd::Status { json } => status(sh, json),
@@ -81,8 +107,15 @@ fn install(sh: &Ctx) -> Result<()> {
     sh.run_visible("installing the prerequisites", cmd!(sh, "bash {script}"))
 }
 
-/// Starts (or reuses) everything; installs missing packages when allowed.
+/// Starts (or reuses) everything with a basic-auth registry; installs missing packages when
+/// allowed.
 pub fn up(sh: &Ctx, allow_install: bool) -> Result<State> {
+    up_with(sh, allow_install, RegistryAuth::Basic)
+}
+
+/// Starts (or reuses) everything, the registry in `auth` mode; installs missing packages when
+/// allowed.
+pub fn up_with(sh: &Ctx, allow_install: bool, auth: RegistryAuth) -> Result<State> {
     let p = Paths::new(sh);
     let mut st = sandbox_state::load(sh).unwrap_or_default();
     let missing = missing_packages(sh)?;
@@ -115,7 +148,19 @@ pub fn up(sh: &Ctx, allow_install: bool) -> Result<State> {
             sh.read(cmd!(sh, "id -un"))
                 .unwrap_or_else(|_| "root".into())
         });
-    daemons::start_registry(sh, &p, &mut st)?;
+    match auth {
+        RegistryAuth::Token => {
+            token::start(sh, &p, &mut st)?;
+            sandbox_state::save(&p, &st)?;
+            let block = token::auth_config(&p, &st);
+            daemons::start_registry(sh, &p, &mut st, auth.name(), &block)?;
+        }
+        RegistryAuth::Basic => {
+            let block = daemons::basic_auth_config(&p);
+            daemons::start_registry(sh, &p, &mut st, auth.name(), &block)?;
+            token::stop(&p, &mut st);
+        }
+    }
     sandbox_state::save(&p, &st)?;
     daemons::start_sshd(sh, &p, &mut st)?;
     sandbox_state::save(&p, &st)?;
@@ -125,8 +170,12 @@ pub fn up(sh: &Ctx, allow_install: bool) -> Result<State> {
         let git = p.git_remote();
         sh.read(cmd!(sh, "git init --bare -q {git}"))?;
     }
+    let auth_line = match auth {
+        RegistryAuth::Basic => "basic auth (htpasswd)".to_string(),
+        RegistryAuth::Token => format!("token auth, token service {}", token::realm(&st)),
+    };
     eprintln!(
-        "sandbox up:\n  registry  {} at 127.0.0.1:{} (user {REGISTRY_USER}, token in {})\n  server    sshd at {}@127.0.0.1:{} (key {}, pinned host key in {})\n  deploy    remote dir {}\n  base      {}\n  git       {}",
+        "sandbox up:\n  registry  {} at 127.0.0.1:{}, {auth_line} (user {REGISTRY_USER}, token in {})\n  server    sshd at {}@127.0.0.1:{} (key {}, pinned host key in {})\n  deploy    remote dir {}\n  base      {}\n  git       {}",
         st.registry_kind,
         st.registry_port,
         p.token().display(),
@@ -175,6 +224,7 @@ pub fn down(sh: &Ctx) -> Result<()> {
     if let Some(pid) = st.registry_pid.take() {
         daemons::stop_pid(pid, &p.registry().join("config.yml"), "registry");
     }
+    token::stop(&p, &mut st);
     if let Some(pid) = st.sshd_pid.take() {
         daemons::stop_pid(pid, &p.ssh().join("sshd_config"), "sshd");
     }
@@ -186,10 +236,13 @@ pub fn down(sh: &Ctx) -> Result<()> {
 pub fn status(sh: &Ctx, json: bool) -> Result<()> {
     let p = Paths::new(sh);
     let st = sandbox_state::load(sh).unwrap_or_default();
+    let token_mode = st.auth() == "token";
+    let token_up = token::running(&p, &st);
     let reg = st
         .registry_pid
         .is_some_and(|pid| daemons::pid_alive(pid, &p.registry().join("config.yml")))
-        && daemons::http_status(st.registry_port, "/v2/") == Some(401);
+        && daemons::http_status(st.registry_port, "/v2/") == Some(401)
+        && (token_up || !token_mode);
     let sshd = st
         .sshd_pid
         .is_some_and(|pid| daemons::pid_alive(pid, &p.ssh().join("sshd_config")))
@@ -203,7 +256,8 @@ pub fn status(sh: &Ctx, json: bool) -> Result<()> {
         .ok();
     if json {
         let v = serde_json::json!({
-            "registry": {"running": reg, "address": format!("127.0.0.1:{}", st.registry_port), "pid": st.registry_pid, "kind": st.registry_kind},
+            "registry": {"running": reg, "address": format!("127.0.0.1:{}", st.registry_port), "pid": st.registry_pid, "kind": st.registry_kind, "auth": st.auth()},
+            "token_service": {"running": token_up, "realm": token_mode.then(|| token::realm(&st)), "pid": st.token_pid},
             "sshd": {"running": sshd, "address": format!("127.0.0.1:{}", st.ssh_port), "pid": st.sshd_pid},
             "base_image": {"present": base, "tag": st.base_image},
             "git_remote": {"present": git, "path": p.git_remote()},
@@ -213,11 +267,15 @@ pub fn status(sh: &Ctx, json: bool) -> Result<()> {
     } else {
         let yn = |b: bool| if b { "running" } else { "not running" };
         println!(
-            "registry    {:<12} 127.0.0.1:{} {}",
+            "registry    {:<12} 127.0.0.1:{} {}, {} auth",
             yn(reg),
             st.registry_port,
-            st.registry_kind
+            st.registry_kind,
+            st.auth()
         );
+        if token_mode {
+            println!("token svc   {:<12} {}", yn(token_up), token::realm(&st));
+        }
         println!("sshd        {:<12} 127.0.0.1:{}", yn(sshd), st.ssh_port);
         println!(
             "base image  {:<12} {}",

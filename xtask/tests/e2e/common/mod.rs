@@ -2,6 +2,8 @@
 //! sandbox (registry, sshd, docker) from a scratch clone of this repository.
 #![allow(dead_code)]
 
+pub mod bearer;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
