@@ -33,6 +33,10 @@ pub struct Options {
     pub json: bool,
     /// `deploy` or `rollback` (recorded in the history).
     pub kind: &'static str,
+    /// Deploy a version lower than the running one (`--allow-downgrade`; rollback).
+    pub allow_downgrade: bool,
+    /// Deploy without a digest recorded in the annotated git tag (`--allow-unverified`).
+    pub allow_unverified: bool,
 }
 
 /// What a deploy uploads and feeds on stdin, read before anything runs.
@@ -140,19 +144,8 @@ fn timings(x: &Executor) -> Vec<StepTime> {
         .collect()
 }
 
-/// The digest recorded in the annotated git tag, if the tag is here and records one.
-pub fn tag_digest(sh: &Ctx, version: &str) -> Option<String> {
-    let body = sh
-        .read(xshell::cmd!(
-            sh,
-            "git tag -l --format=%(contents) {version}"
-        ))
-        .ok()?;
-    body.lines()
-        .find_map(|l| l.strip_prefix("digest: ").map(|d| d.trim().to_string()))
-}
-
-/// Verifies `version` in the registry (and against the annotated tag's digest), then rolls it
+/// Verifies `version` in the registry and against the digest recorded in the annotated git tag
+/// (`provenance`), then rolls it
 /// out over `x`, whose SSH session may already be open (rollback reads the history first): still
 /// one connection.
 pub fn deploy<'a>(
@@ -171,14 +164,7 @@ pub fn deploy<'a>(
         let d = Client::new(sh, env)
             .digest(env.repo_path(), version)?
             .ok_or_else(|| fail(format!("{image} is not in the registry: release it first (`cargo xtask release {version} --env {}`)", env.name)))?;
-        if let Some(recorded) = tag_digest(sh, version) {
-            if recorded != d {
-                return Err(fail(format!("the registry serves {d} for {version}, but git tag {version} records {recorded}: the image tag was re-pushed; refusing")));
-            }
-            eprintln!("    digest {d} matches git tag {version}");
-        } else {
-            eprintln!("    digest {d}");
-        }
+        super::provenance::verify(sh, env, version, &d, o.allow_unverified)?;
         Ok(d)
     })?;
     let result = rollout(sh, env, version, &digest, o, &mut x, creds.as_ref());
@@ -256,6 +242,11 @@ pub fn rollout<'a>(
     let server = env.servers[0].name.clone();
     let st = Steps::new(env, &server);
     let probe = server::probe::parse(&x.run_step(&st.probe())?.stdout);
+    super::provenance::check_downgrade(
+        &server::tag_of(&probe.running),
+        version,
+        o.allow_downgrade,
+    )?;
     let c = crate::compose::choose(&probe.compose).map_err(|e| fail(format!("{server}: {e:#}")))?;
     let last_good = probe
         .last_good

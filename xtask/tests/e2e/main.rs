@@ -9,8 +9,10 @@ mod common;
 mod benchmarks;
 mod check_env;
 mod deploy;
+mod provenance;
 mod release;
 mod sandbox;
+mod secrets;
 mod snapshot;
 
 pub const E2E: &str = "e2e: needs the sandbox; run by `cargo xtask ci`";

@@ -47,8 +47,16 @@ impl Bed<'_> {
     }
 
     fn deploy(&self, tag: &str) -> Result<f64> {
-        let (ok, _, secs) =
-            self.xtask(&["deploy", "--env", "sandbox", "--tag", tag, "--no-snapshot"])?;
+        let (ok, _, secs) = self.xtask(&[
+            "deploy",
+            "--env",
+            "sandbox",
+            "--tag",
+            tag,
+            "--no-snapshot",
+            BENCH_IMAGES[0],
+            BENCH_IMAGES[1],
+        ])?;
         if !ok {
             bail!("bench: `deploy --tag {tag}` failed");
         }
@@ -133,6 +141,9 @@ impl Bed<'_> {
     }
 }
 
+/// The bench images are pushed without a release (no annotated tag records their digest), and
+/// A and B take turns, whatever version ran before: a bench deploy allows both.
+const BENCH_IMAGES: [&str; 2] = ["--allow-unverified", "--allow-downgrade"];
 const A: &str = "v0.0.1-bench.a";
 const B: &str = "v0.0.1-bench.b";
 const BROKEN: &str = "v0.0.1-bench.broken";
@@ -204,6 +215,8 @@ pub fn rollback(c: &Bed) -> Result<Value> {
             BROKEN,
             "--no-snapshot",
             "--json",
+            BENCH_IMAGES[0],
+            BENCH_IMAGES[1],
         ])?;
         if ok {
             bail!("the broken bench image passed its health gate");
