@@ -149,7 +149,11 @@ pub fn collect(sh: &Ctx, env: &Env) -> Result<Vec<Secret>> {
     for name in env.known_secrets() {
         for var in [scoped(&env.name, &name), name] {
             if let Ok(Some(v)) = process_env(&var) {
-                sh.secret(&v);
+                // Line by line: a mask with a line break would print its later lines as they
+                // are (`::add-mask::` takes one line); such a value is refused below anyway.
+                for line in v.split(['\n', '\r']) {
+                    sh.secret(line);
+                }
             }
         }
     }
