@@ -2,8 +2,9 @@
 //! `environments` the xtask deploys to. Unknown keys and wrong types are rejected with the file and
 //! the key path named (exit 2). No secret value ever lives in this file.
 
-use crate::core::contract::CONTRACT_VARS;
+use crate::core::contract::{APP_SECRETS, CONTRACT_VARS, DOTENV_VARS, FORBIDDEN_VAR};
 pub use crate::core::contract::{COMPOSE_PATH, CONFIG_PATH};
+use crate::core::dotenv;
 use crate::core::exit::{fail, usage};
 use crate::core::util::env_nonempty;
 use crate::ctx::Ctx;
@@ -64,6 +65,11 @@ pub struct EnvConfig {
     pub keep_images: u32,
     pub keep_snapshots: u32,
     pub backups_dir: String,
+    /// The application secrets a deploy to this environment REQUIRES (README "Secrets"): missing
+    /// ones are refused before anything remote changes. Absent: every application secret
+    /// (`KIS_API_KEY`, `KIS_API_SECRET`), or none for a sandbox.
+    #[serde(default)]
+    pub secrets: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +224,26 @@ impl EnvConfig {
         check(self.soak_s <= 3600, "soak_s", "at most 3600")?;
         check(self.keep_images >= 1, "keep_images", "at least 1")?;
         check(self.keep_snapshots >= 1, "keep_snapshots", "at least 1")?;
+        for (i, n) in self.secrets.iter().flatten().enumerate() {
+            let key = format!("secrets[{i}]");
+            check(
+                dotenv::is_name(n),
+                &key,
+                "a variable name [A-Za-z_][A-Za-z0-9_]*",
+            )?;
+            check(
+                !DOTENV_VARS.contains(&n.as_str())
+                    && !CONTRACT_VARS.iter().any(|(c, _)| c == n)
+                    && n != FORBIDDEN_VAR,
+                &key,
+                "not a name the tool or the contract sets itself",
+            )?;
+            check(
+                self.secrets.iter().flatten().filter(|m| *m == n).count() == 1,
+                &key,
+                "listed once",
+            )?;
+        }
         Ok(())
     }
 }
@@ -236,6 +262,9 @@ pub struct Env {
     /// A git remote: a configured remote name, or (sandbox) a path to a bare repository.
     pub git_remote: String,
     pub identity: Option<PathBuf>,
+    /// This run carries the server's current value of a secret the caller lacks
+    /// (`--keep-server-secrets`) instead of refusing.
+    pub keep_server_secrets: bool,
 }
 
 impl Env {
@@ -253,6 +282,25 @@ impl Env {
     }
     pub fn registry_url(&self) -> String {
         format!("{}://{}", self.cfg.registry_scheme, self.registry)
+    }
+    /// The secrets a deploy here requires (`secrets`, or its default).
+    pub fn required_secrets(&self) -> Vec<String> {
+        match &self.cfg.secrets {
+            Some(list) => list.clone(),
+            None if self.cfg.sandbox => Vec::new(),
+            None => APP_SECRETS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+    /// Every secret a deploy here passes on when the caller has it: the application's and the
+    /// required ones, in order.
+    pub fn known_secrets(&self) -> Vec<String> {
+        let mut all: Vec<String> = APP_SECRETS.iter().map(|s| s.to_string()).collect();
+        for n in self.required_secrets() {
+            if !all.contains(&n) {
+                all.push(n);
+            }
+        }
+        all
     }
 }
 
@@ -326,6 +374,7 @@ fn resolve(sh: &Ctx, name: &str, cfg: EnvConfig) -> Result<Env> {
         known_hosts: PathBuf::from(absolute(sh, &cfg.known_hosts)),
         git_remote: cfg.git_remote.clone(),
         identity: None,
+        keep_server_secrets: false,
         servers,
         cfg,
     };
@@ -373,6 +422,7 @@ pub fn test_env(remote_dir: &str, git_remote: &str) -> Env {
         known_hosts: "/kh".into(),
         git_remote: git_remote.into(),
         identity: None,
+        keep_server_secrets: false,
         cfg,
     }
 }
@@ -437,6 +487,44 @@ mod tests {
         let text = real().replacen("\"$DEPLOY_HOST\"", "\"-oProxyCommand=x\"", 1);
         let msg = parse(&text, "f.json").unwrap_err().to_string();
         assert!(msg.contains("servers[0].host"), "{msg}");
+    }
+
+    #[test]
+    fn secrets_declared_per_environment() {
+        let cfg = parse(&real(), CONFIG_PATH).unwrap();
+        assert_eq!(
+            cfg.environments["production"].secrets.as_deref(),
+            Some(&["KIS_API_KEY".to_string(), "KIS_API_SECRET".to_string()][..])
+        );
+        let mut sandbox = test_env("/r", "/g");
+        assert!(sandbox.required_secrets().is_empty());
+        assert_eq!(sandbox.known_secrets(), APP_SECRETS);
+        sandbox.cfg.secrets = None;
+        assert!(
+            sandbox.required_secrets().is_empty(),
+            "a sandbox requires none by default"
+        );
+        sandbox.cfg.sandbox = false;
+        assert_eq!(
+            sandbox.required_secrets(),
+            APP_SECRETS,
+            "elsewhere: all by default"
+        );
+        for (bad, why) in [
+            ("[\"IMAGE_TAG\"]", "sets itself"),
+            ("[\"PYTHONPATH\"]", "sets itself"),
+            ("[\"A-B\"]", "variable name"),
+            ("[\"X\", \"X\"]", "listed once"),
+        ] {
+            let text = real().replacen(
+                "\"secrets\": [\"KIS_API_KEY\", \"KIS_API_SECRET\"]",
+                &format!("\"secrets\": {bad}"),
+                1,
+            );
+            let msg = parse(&text, "f.json").unwrap_err().to_string();
+            assert!(msg.contains("environments.production.secrets["), "{msg}");
+            assert!(msg.contains(why), "{msg}");
+        }
     }
 
     #[test]

@@ -27,6 +27,16 @@ pub const FORBIDDEN_VAR: &str = "OBSERVER_STANDALONE";
 /// The application's secrets, injected into the container (§3.3).
 pub const APP_SECRETS: &[&str] = &["KIS_API_KEY", "KIS_API_SECRET"];
 
+/// The non-secret variables the tool writes into the server's `.env` (`server::app::env_file`).
+pub const DOTENV_VARS: &[&str] = &[
+    "COMPOSE_PROJECT_NAME",
+    "IMAGE_REPO",
+    "IMAGE_TAG",
+    "OBSERVER_HOST_PORT",
+    "OBSERVER_INTERVAL_MS",
+    "OBSERVER_VERSION",
+];
+
 /// Every secret this tool knows: reported only as set/unset, masked in all output (§8.1).
 pub const ALL_SECRETS: &[&str] = &[
     "KIS_API_KEY",

@@ -2,6 +2,7 @@
 //! rule and the typed records stored on the server. Nothing here uses any other module of the crate.
 
 pub mod contract;
+pub mod dotenv;
 pub mod exit;
 pub mod records;
 pub mod util;

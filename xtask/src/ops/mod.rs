@@ -2,15 +2,15 @@
 //! place), the health gate, reading the server's records, snapshots, and the rollout with its
 //! rollback decision tree.
 
+pub mod provenance;
 pub mod recovery;
 pub mod rollout;
 pub mod run;
+pub mod secrets;
 pub mod snapshot;
 pub mod steps;
 
 use crate::config::{Env, Server};
-use crate::core::contract::APP_SECRETS;
-use crate::core::exit::usage;
 use crate::core::records::{HistoryRecord, LockHolder};
 use crate::core::util::{env_nonempty, hostname};
 use crate::ctx::Ctx;
@@ -33,22 +33,15 @@ pub fn who() -> String {
     format!("{user}@{}{via}", hostname())
 }
 
-/// The server's `.env` for `version`, with the application secrets present in this process's
-/// environment (registered for masking). A value with a newline is refused (exit 2).
+/// The server's `.env` for `version`, with this run's secrets (`secrets`: registered for masking,
+/// written so compose v1 and v2 read them back exactly, or carried over from the server's `.env`;
+/// a missing required or unrepresentable one is refused, exit 2).
 pub fn env_text(sh: &Ctx, env: &Env, version: &str) -> Result<String> {
-    let mut secrets = Vec::new();
-    for name in APP_SECRETS {
-        if let Some(v) = env_nonempty(name) {
-            if v.contains('\n') || v.contains('\r') {
-                return Err(usage(format!(
-                    "{name} contains a newline, which a .env file cannot hold"
-                )));
-            }
-            sh.secret(&v);
-            secrets.push((*name, v));
-        }
-    }
-    Ok(server::app::env_file(env, version, &secrets))
+    Ok(server::app::env_file(
+        env,
+        version,
+        &secrets::entries(sh, env)?,
+    ))
 }
 
 /// A holder record whose process ran on this machine and is gone: its deploy died (killed, or

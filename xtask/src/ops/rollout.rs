@@ -105,19 +105,8 @@ pub struct Summary {
     pub elapsed_s: f64,
 }
 
-/// The digest recorded in the annotated git tag, if the tag is here and records one.
-pub fn tag_digest(sh: &Ctx, version: &str) -> Option<String> {
-    let body = sh
-        .read(xshell::cmd!(
-            sh,
-            "git tag -l --format=%(contents) {version}"
-        ))
-        .ok()?;
-    body.lines()
-        .find_map(|l| l.strip_prefix("digest: ").map(|d| d.trim().to_string()))
-}
-
-/// Verifies `version` in the registry (and against the annotated tag's digest), then rolls it
+/// Verifies `version` in the registry and against the digest recorded in the annotated git tag
+/// (`provenance`; an image index and its own platform image are the same image), then rolls it
 /// out over `x`, whose SSH session may already be open (rollback reads the history first): still
 /// one connection.
 pub fn deploy<'a>(
@@ -137,20 +126,7 @@ pub fn deploy<'a>(
         let d = client
             .digest(env.repo_path(), version)?
             .ok_or_else(|| fail(format!("{image} is not in the registry: release it first (`cargo xtask release {version} --env {}`)", env.name)))?;
-        if let Some(recorded) = tag_digest(sh, version) {
-            // issue 17: an image index and its own platform image are the same image.
-            let rel = client.relate(env.repo_path(), &d, &recorded)?;
-            if !rel.same_image() {
-                return Err(fail(format!("the registry serves {d} for {version}, but git tag {version} records {recorded}: the image tag was re-pushed; refusing")));
-            }
-            if rel == registry::Relation::Same {
-                eprintln!("    digest {d} matches git tag {version}");
-            } else {
-                eprintln!("    {} (recorded in git tag {version})", rel.describe(&d, &recorded));
-            }
-        } else {
-            eprintln!("    digest {d}");
-        }
+        super::provenance::verify(sh, env, version, &d, o.allow_unverified, &mut client)?;
         Ok(d)
     })?;
     let result = rollout(sh, env, version, &digest, o, &mut x, creds.as_ref());
@@ -225,6 +201,11 @@ pub fn rollout<'a>(
     let server = env.servers[0].name.clone();
     let st = Steps::new(env, &server);
     let probe = server::probe::parse(&x.run_step(&st.probe())?.stdout);
+    super::provenance::check_downgrade(
+        &server::tag_of(&probe.running),
+        version,
+        o.allow_downgrade,
+    )?;
     let c = crate::compose::choose(&probe.compose).map_err(|e| fail(format!("{server}: {e:#}")))?;
     let last_good = probe
         .last_good

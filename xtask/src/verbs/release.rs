@@ -303,7 +303,8 @@ impl Release {
     }
 }
 
-/// The read-only checks; each failure names the problem and the fix (exit 1).
+/// The read-only checks (the release branch is fetched); each failure names the problem and the
+/// fix (exit 1).
 fn preflight(sh: &Ctx, env: &Env, version: &str, branch: &str, have_creds: bool) -> Result<Facts> {
     let dirty = sh.read(cmd!(sh, "git status --porcelain --untracked-files=no"))?;
     if !dirty.is_empty() {
@@ -314,6 +315,7 @@ fn preflight(sh: &Ctx, env: &Env, version: &str, branch: &str, have_creds: bool)
     if current != branch {
         return Err(fail(format!("HEAD is on `{current}`, not on the release branch `{branch}`: check out `{branch}` (or pass --branch)")));
     }
+    pushed(sh, env, &head, branch)?;
     let tag_ref = format!("refs/tags/{version}");
     let peeled = format!("{tag_ref}^{{commit}}");
     let local_tag = match sh.read(cmd!(sh, "git rev-parse -q --verify {peeled}")) {
@@ -382,6 +384,32 @@ fn preflight(sh: &Ctx, env: &Env, version: &str, branch: &str, have_creds: bool)
         image_digest,
         local_tag,
     })
+}
+
+/// HEAD must be contained in the git remote's release branch, as fetched now: a release never
+/// tags (and its tag push never carries) commits the release branch does not have.
+fn pushed(sh: &Ctx, env: &Env, head: &str, branch: &str) -> Result<()> {
+    let remote = &env.git_remote;
+    let heads = format!("refs/heads/{branch}");
+    let listed = sh
+        .read(cmd!(sh, "git ls-remote --heads {remote} {heads}"))
+        .with_context(|| format!("asking the git remote `{remote}` for branch `{branch}`"))?;
+    let Some(tip) = listed.split_whitespace().next().map(str::to_string) else {
+        return Err(fail(format!(
+            "the release branch `{branch}` is not on the git remote `{remote}`: push it first (`git push {remote} {branch}`)"
+        )));
+    };
+    sh.read(cmd!(
+        sh,
+        "git fetch --quiet --no-tags --no-write-fetch-head {remote} {heads}"
+    ))
+    .with_context(|| format!("fetching `{branch}` from the git remote `{remote}`"))?;
+    if !sh.ok(cmd!(sh, "git merge-base --is-ancestor {head} {tip}")) {
+        return Err(fail(format!(
+            "HEAD {head} is not on `{branch}` of the git remote `{remote}` (at {tip}): push it first (`git push {remote} HEAD:{branch}`); a release tags only commits the release branch has"
+        )));
+    }
+    Ok(())
 }
 
 fn docker_logged_in(registry: &str) -> bool {

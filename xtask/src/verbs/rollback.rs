@@ -6,7 +6,7 @@ use crate::core::exit::{fail, DEPLOY_EXIT_CODES};
 use crate::core::records::Outcome;
 use crate::core::version;
 use crate::ctx::Ctx;
-use crate::ops::{self, rollout, snapshot};
+use crate::ops::{self, rollout, secrets, snapshot};
 use crate::server::snapshot::validate_id;
 use anyhow::Result;
 use clap::Args;
@@ -28,17 +28,27 @@ pub struct Rollback {
     strategy: rollout::Strategy,
     #[arg(long)]
     dry_run: bool,
+    /// For a secret this shell lacks, keep the value in the server's current .env (instead of
+    /// refusing, exit 2). A value this shell has still wins.
+    #[arg(long)]
+    keep_server_secrets: bool,
+    /// Go back to a version with no digest recorded in its annotated git tag (says so loudly).
+    #[arg(long)]
+    allow_unverified: bool,
 }
 
 impl Rollback {
     pub fn run(self, sh: &Ctx) -> Result<()> {
         let file = config::load(sh)?;
-        let env = config::environment(sh, &file, &self.env)?;
+        let mut env = config::environment(sh, &file, &self.env)?;
         if let Some(v) = &self.to {
             version::validate(v)?;
         }
+        env.keep_server_secrets = self.keep_server_secrets;
+        secrets::preflight(sh, &env)?;
         // The history is read over the same connection the deploy then uses.
         let (mut x, server) = ops::connect(sh, &env, self.dry_run)?;
+        secrets::check_kept(&mut x, &env, &server.name)?;
         if self.restore {
             let (running, hist) = ops::running_and_history(&mut x, &env, &server.name)?;
             let id = hist
@@ -82,6 +92,9 @@ impl Rollback {
             dry_run: self.dry_run,
             json: false,
             kind: "rollback",
+            // Going back is the point: a lower version is expected.
+            allow_downgrade: true,
+            allow_unverified: self.allow_unverified,
         };
         rollout::deploy(sh, &env, &target, &o, x)
     }

@@ -81,7 +81,7 @@ fn confirm(id: &str, yes: bool) -> Result<()> {
 impl Snapshot {
     pub fn run(self, sh: &Ctx) -> Result<()> {
         let file = config::load(sh)?;
-        let env = config::environment(sh, &file, &self.env)?;
+        let mut env = config::environment(sh, &file, &self.env)?;
         match &self.cmd {
             SnapshotCmd::Verify { id }
             | SnapshotCmd::Restore { id, .. }
@@ -89,6 +89,10 @@ impl Snapshot {
             _ => {}
         }
         if let SnapshotCmd::Restore { id, yes } = &self.cmd {
+            // A restore rewrites .env for the restored version: the secrets this shell lacks
+            // keep their server values (README "Secrets"); checked before anything stops.
+            env.keep_server_secrets = true;
+            ops::secrets::preflight(sh, &env)?;
             confirm(id, *yes)?;
         }
         let (mut x, server) = ops::connect(sh, &env, false)?;
@@ -136,6 +140,7 @@ impl Snapshot {
                 println!("snapshot {id}: valid");
             }
             SnapshotCmd::Restore { id, .. } => {
+                ops::secrets::check_kept(&mut x, &env, &s)?;
                 let undo = snapshot::restore(sh, &mut x, &env, &s, &id)?;
                 if self.json {
                     println!(

@@ -131,6 +131,7 @@ pub fn deploy_v1_v2_broken_rolls_back() {
     )
     .unwrap();
     c.git("commit -q -am broken");
+    c.publish();
     let bad = version();
     let r = c.xtask(&["release", &bad, "--env", "sandbox"]);
     assert_eq!(r.code, 0, "{}", r.all());
@@ -279,10 +280,21 @@ pub fn deploy_lock_held_then_stale_then_forced() {
         "{}",
         st.all()
     );
+    // A stale lock is released as it is; a live one needs --force.
     let r = c.xtask(&["lock", "release", "--env", "sandbox"]);
-    assert_eq!(r.code, 1, "without --force the lock stays: {}", r.all());
+    assert_eq!(r.code, 0, "a stale lock needs no --force: {}", r.all());
+    assert!(r.stdout.contains("released (stale)"), "{}", r.all());
+    assert!(!lock.exists());
+    std::fs::create_dir_all(&lock).unwrap();
+    let live = serde_json::json!({"id": "live", "who": "bob@laptop", "host": "laptop", "pid": 4242, "version": "v9.9.9", "started": "now", "started_epoch": unique() / 1000});
+    std::fs::write(lock.join("holder.json"), live.to_string()).unwrap();
+    let r = c.xtask(&["lock", "release", "--env", "sandbox"]);
+    assert_eq!(r.code, 1, "without --force a live lock stays: {}", r.all());
+    assert!(r.stderr.contains("--force"), "{}", r.all());
+    assert!(lock.exists());
     let r = c.xtask(&["lock", "release", "--env", "sandbox", "--force"]);
     assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("released (forced)"), "{}", r.all());
     assert!(!lock.exists());
     let r = c.xtask(&["deploy", "--env", "sandbox", "--tag", &v]);
     assert_eq!(r.code, 0, "{}", r.all());

@@ -10,9 +10,11 @@ mod benchmarks;
 mod check_env;
 mod deploy;
 mod handoff;
+mod provenance;
 mod registry_auth;
 mod release;
 mod sandbox;
+mod secrets;
 mod snapshot;
 
 pub const E2E: &str = "e2e: needs the sandbox; run by `cargo xtask ci`";

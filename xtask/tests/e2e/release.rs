@@ -111,6 +111,7 @@ pub fn release_happy_path_then_immutable() {
     // The same version from another commit, with no tag anywhere: the registry refuses it.
     let c2 = Clone::new("release-other");
     c2.git("commit -q --allow-empty -m other");
+    c2.publish();
     sh(&format!("git --git-dir='{}' tag -d {v}", remote.display()));
     let other = c2.xtask(&["release", &v, "--env", "sandbox"]);
     assert_eq!(other.code, 1, "{}", other.all());

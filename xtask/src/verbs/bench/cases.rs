@@ -60,6 +60,8 @@ impl Bed<'_> {
             "--no-snapshot",
             "--strategy",
             strategy,
+            BENCH_IMAGES[0],
+            BENCH_IMAGES[1],
         ])?;
         if !ok {
             bail!("bench: `deploy --tag {tag} --strategy {strategy}` failed");
@@ -179,6 +181,9 @@ impl Bed<'_> {
     }
 }
 
+/// The bench images are pushed without a release (no annotated tag records their digest), and
+/// A and B take turns, whatever version ran before: a bench deploy allows both.
+const BENCH_IMAGES: [&str; 2] = ["--allow-unverified", "--allow-downgrade"];
 const A: &str = "v0.0.1-bench.a";
 const B: &str = "v0.0.1-bench.b";
 const BROKEN: &str = "v0.0.1-bench.broken";
@@ -280,7 +285,8 @@ pub fn rollback(c: &Bed) -> Result<Value> {
         c.deploy(A)?;
         c.settle();
         let from = c.archive().lines().count();
-        let (ok, _, _) = c.xtask(&[&broken[..], &["--strategy", "recreate"]].concat())?;
+        let (ok, _, _) =
+            c.xtask(&[&broken[..], &["--strategy", "recreate"], &BENCH_IMAGES[..]].concat())?;
         if ok {
             bail!("the broken bench image passed its health gate");
         }
@@ -289,7 +295,7 @@ pub fn rollback(c: &Bed) -> Result<Value> {
         c.deploy(A)?;
         c.settle();
         let from = c.archive().lines().count();
-        let (ok, out, total) = c.xtask(&[&broken[..], &["--json"]].concat())?;
+        let (ok, out, total) = c.xtask(&[&broken[..], &["--json"], &BENCH_IMAGES[..]].concat())?;
         c.settle();
         hole_handoff.push(largest_gap(&c.archive(), from));
         if ok {

@@ -115,7 +115,13 @@ pub fn ensure_sandbox() {
     assert_eq!(r.code, 0, "sandbox up failed:\n{}", r.all());
 }
 
-/// A scratch clone of the committed repository on branch `main`.
+/// The sandbox's git remote (a bare repository standing in for `origin`).
+pub fn git_remote() -> PathBuf {
+    sandbox_dir().join("git/observer.git")
+}
+
+/// A scratch clone of the repository's committed HEAD (the branch under test) as branch `main`,
+/// published as `main` of the sandbox's git remote (a release tags only what that branch has).
 pub struct Clone {
     pub dir: PathBuf,
 }
@@ -123,20 +129,33 @@ pub struct Clone {
 impl Clone {
     pub fn new(tag: &str) -> Clone {
         let dir = std::env::temp_dir().join(format!("xtask-e2e-{tag}-{}", unique()));
+        let head = sh(&format!("git -C '{}' rev-parse HEAD", repo().display()));
+        assert_eq!(head.code, 0, "{}", head.all());
         let r = run(Command::new("git")
-            .args(["clone", "-q", "--branch", "main"])
+            .args(["clone", "-q", "--no-checkout"])
             .arg(repo())
             .arg(&dir));
         assert_eq!(r.code, 0, "{}", r.all());
         let r = sh(&format!(
-            "cd '{}' && git config user.email e2e@test.invalid && git config user.name e2e",
-            dir.display()
+            "cd '{}' && git checkout -q -B main {} && git config user.email e2e@test.invalid && git config user.name e2e",
+            dir.display(),
+            head.stdout.trim()
         ));
-        assert_eq!(r.code, 0);
-        Clone { dir }
+        assert_eq!(r.code, 0, "{}", r.all());
+        let c = Clone { dir };
+        c.publish();
+        c
     }
     pub fn git(&self, args: &str) -> Run {
         sh(&format!("cd '{}' && git {args}", self.dir.display()))
+    }
+    /// Makes this clone's HEAD the sandbox git remote's `main` (forced: scratch clones diverge).
+    pub fn publish(&self) {
+        let r = self.git(&format!(
+            "push -q --force '{}' HEAD:refs/heads/main",
+            git_remote().display()
+        ));
+        assert_eq!(r.code, 0, "{}", r.all());
     }
     pub fn xtask(&self, args: &[&str]) -> Run {
         xtask(&self.dir, args, &[])
