@@ -145,9 +145,8 @@ fn timings(x: &Executor) -> Vec<StepTime> {
 }
 
 /// Verifies `version` in the registry and against the digest recorded in the annotated git tag
-/// (`provenance`), then rolls it
-/// out over `x`, whose SSH session may already be open (rollback reads the history first): still
-/// one connection.
+/// (`provenance`), then rolls it out over `x`, whose SSH session may already be open (rollback
+/// reads the history first): still one connection.
 pub fn deploy<'a>(
     sh: &'a Ctx,
     env: &'a Env,
