@@ -17,8 +17,8 @@
 //! `${...}`, which v1 expands in every form; a `$name` (only single quotes keep it) together with
 //! a `'`, a `\\` or a trailing `\` (which single quotes cannot hold in both) — is refused.
 
-/// One secret's line in the `.env` the tool uploads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One secret's line in the `.env` the tool uploads (its `Debug` hides the value).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Entry {
     /// `NAME=<encoded value>`.
     Line(String, String),
@@ -32,6 +32,16 @@ pub enum Entry {
 /// The directive lines for [`Entry::Keep`] and [`Entry::KeepIfPresent`] (comments to dotenv).
 pub const KEEP: &str = "# xtask-keep ";
 pub const KEEP_IF_PRESENT: &str = "# xtask-keep-if-present ";
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::Line(n, _) => write!(f, "Line({n}, <hidden>)"),
+            Entry::Keep(n) => write!(f, "Keep({n})"),
+            Entry::KeepIfPresent(n) => write!(f, "KeepIfPresent({n})"),
+        }
+    }
+}
 
 impl Entry {
     /// The entry's line, without the newline.
@@ -213,6 +223,12 @@ mod tests {
         for v in ["${", "${a:b}", "$}", "${a", "{x}"] {
             assert!(encode(v).is_ok(), "{v:?}");
         }
+    }
+
+    #[test]
+    fn debug_hides_the_value() {
+        let e = Entry::Line("KIS_API_KEY".into(), "'s3cr3t'".into());
+        assert_eq!(format!("{e:?}"), "Line(KIS_API_KEY, <hidden>)");
     }
 
     #[test]

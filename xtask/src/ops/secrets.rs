@@ -31,14 +31,13 @@ pub enum Origin {
     Unset,
 }
 
-/// One secret: its name, where it comes from, and its `.env` entry.
+/// One secret: its name, where it comes from, and its `.env` entry (holding the encoded value:
+/// never printed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Secret {
     pub name: String,
     pub origin: Origin,
     pub entry: Option<Entry>,
-    /// The value (registered for masking; never printed).
-    pub value: Option<String>,
 }
 
 /// `<ENV>_<NAME>`: the environment's own variable for a secret (`sandbox` → `SANDBOX_KIS_API_KEY`).
@@ -103,7 +102,6 @@ pub fn resolve(env: &Env, lookup: Lookup) -> Result<Vec<Secret>> {
                     entry: Some(Entry::Line(name.clone(), enc)),
                     name,
                     origin: Origin::Var(var),
-                    value: Some(v),
                 }
             }
             None if env.keep_server_secrets => Secret {
@@ -118,7 +116,6 @@ pub fn resolve(env: &Env, lookup: Lookup) -> Result<Vec<Secret>> {
                     Origin::KeepIfPresent
                 },
                 name,
-                value: None,
             },
             None if is_required => {
                 missing.push(format!("{name} (set {own} or {name})"));
@@ -128,7 +125,6 @@ pub fn resolve(env: &Env, lookup: Lookup) -> Result<Vec<Secret>> {
                 name,
                 origin: Origin::Unset,
                 entry: None,
-                value: None,
             },
         };
         out.push(s);
