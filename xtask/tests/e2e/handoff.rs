@@ -31,6 +31,7 @@ fn release_broken(c: &Clone, what: &str, edit: impl FnOnce(&std::path::Path)) ->
     c.git("checkout -q main");
     edit(&c.dir);
     c.git(&format!("commit -q -am '{what}'"));
+    c.publish(); // `release` tags only a HEAD that is on the remote's release branch
     let v = version();
     let r = c.xtask(&["release", &v, "--env", "sandbox"]);
     assert_eq!(r.code, 0, "{}", r.all());
