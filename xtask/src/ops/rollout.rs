@@ -228,7 +228,12 @@ pub fn rollout<'a>(
     );
     let pay = Payload::read(sh, env, version, o.kind)?;
     let running_version = server::tag_of(&probe.running);
-    if !probe.running.is_empty() && running_version == version && probe.state.starts_with("running")
+    // The version asked for runs and nothing it is given changed: verify it, stop nothing. (A
+    // changed `.env` — a new secret value — or config redeploys the same version by handoff.)
+    if !probe.running.is_empty()
+        && running_version == version
+        && probe.state.starts_with("running")
+        && probe.files == pay.hashes()
     {
         return verify_running(x, &st, version);
     }

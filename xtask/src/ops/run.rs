@@ -49,6 +49,16 @@ pub struct Payload {
 }
 
 impl Payload {
+    /// sha256 of what the deploy uploads: `.env`, the compose file, `deployment_config.json`
+    /// (the order the probe reports the server's).
+    pub fn hashes(&self) -> Vec<String> {
+        use sha2::{Digest, Sha256};
+        [self.env_text.as_bytes(), &self.compose, &self.config]
+            .iter()
+            .map(|b| crate::core::util::hex(&Sha256::digest(b)))
+            .collect()
+    }
+
     pub fn read(sh: &Ctx, env: &Env, version: &str, kind: &str) -> Result<Payload> {
         Ok(Payload {
             compose: std::fs::read(sh.path(COMPOSE_PATH)).context("reading the compose file")?,

@@ -481,33 +481,55 @@ fn a_service_that_fails_after_the_handoff_hands_back_to_the_previous_version() {
     assert_eq!(run(&e, &f, &handoff()).0, 4);
 }
 
+/// The probe of a server that runs v1.1.0 with exactly the files this deploy uploads (or not).
+fn running_v110(e: &Env, same_files: bool) -> Output {
+    let sh = Ctx::new().unwrap();
+    let pay = rollout::Payload::read(&sh, e, "v1.1.0", "deploy").unwrap();
+    let mut files = pay.hashes();
+    if !same_files {
+        files[0] = "0".repeat(64); // another .env (a new secret value)
+    }
+    ok(&format!(
+        "compose=v2\nlast_good=v1.1.0 sha256:00\nrunning={}\nstate=running\nwriter=x\nfiles={}\n",
+        e.image("v1.1.0"),
+        files.join(" ")
+    ))
+}
+
 #[test]
 fn redeploying_the_running_version_verifies_it_and_stops_nothing() {
     let e = env();
     let f = Fake::default();
-    f.answer(
-        "probe",
-        ok(&format!(
-            "compose=v2\nlast_good=v1.1.0 sha256:00\nrunning={}\nstate=running\nwriter=x\n",
-            e.image("v1.1.0")
-        )),
-    )
-    .answer("gate", healthy_gate("v1.1.0"));
+    f.answer("probe", running_v110(&e, true))
+        .answer("gate", healthy_gate("v1.1.0"));
     let (code, _, log) = run(&e, &f, &handoff());
     assert_eq!(code, 0);
     assert_eq!(log, ["probe", "gate"]);
     let f = Fake::default();
-    f.answer(
-        "probe",
-        ok(&format!(
-            "compose=v2\nlast_good=v1.1.0 sha256:00\nrunning={}\nstate=running\nwriter=x\n",
-            e.image("v1.1.0")
-        )),
-    )
-    .answer("gate", unhealthy_gate());
+    f.answer("probe", running_v110(&e, true))
+        .answer("gate", unhealthy_gate());
     let (code, _, log) = run(&e, &f, &handoff());
     assert_eq!(code, 1);
     assert_eq!(log, ["probe", "gate"]);
+}
+
+#[test]
+fn redeploying_the_running_version_with_a_changed_env_hands_off() {
+    let e = env();
+    let f = Fake::default();
+    f.answer("probe", running_v110(&e, false))
+        .answer("pull", ok(&format!("[\"{}@{DIGEST}\"]", e.repo())))
+        .answer("candidate-gate", candidate_gate("v1.1.0"))
+        .answer("soak", ok("ok soak healthy"))
+        .answer("handoff", active("qts-observer-next"))
+        .answer("gate", healthy_gate("v1.1.0"))
+        .answer("release-candidate", active("qts-observer"));
+    let (code, _, log) = run(&e, &f, &handoff());
+    assert_eq!(code, 0);
+    assert!(
+        log.contains(&"upload-env") && log.contains(&"handoff"),
+        "{log:?}"
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use super::{deploy_dir, field, q};
 use crate::config::Env;
-use crate::core::contract::{APP_SECRETS, CONTAINER, CONTRACT_VARS};
+use crate::core::contract::{APP_SECRETS, COMPOSE_FILE, CONTAINER, CONTRACT_VARS};
 use crate::core::records::LastGood;
 
 /// Prints the composes the machine it runs on has, preferred first (`v2 v1`, `v2`, `v1`, or
@@ -16,7 +16,7 @@ pub fn script(env: &Env) -> String {
     let r = q(&env.remote_dir);
     let d = q(&deploy_dir(env));
     format!(
-        "mkdir -p {r} {d} && cd {r} && echo \"compose=$({DETECT_COMPOSE})\" && echo \"last_good=$(cat {d}/last_good_tag 2>/dev/null)\" && echo \"running=$(docker inspect -f '{{{{.Config.Image}}}}' {CONTAINER} 2>/dev/null)\" && echo \"state=$(docker inspect -f '{{{{.State.Status}}}}' {CONTAINER} 2>/dev/null)\" && echo \"writer=$(head -c 300 config/observer/.writer.lock 2>/dev/null | tr -d '\\n')\""
+        "mkdir -p {r} {d} && cd {r} && echo \"compose=$({DETECT_COMPOSE})\" && echo \"last_good=$(cat {d}/last_good_tag 2>/dev/null)\" && echo \"running=$(docker inspect -f '{{{{.Config.Image}}}}' {CONTAINER} 2>/dev/null)\" && echo \"state=$(docker inspect -f '{{{{.State.Status}}}}' {CONTAINER} 2>/dev/null)\" && echo \"writer=$(head -c 300 config/observer/.writer.lock 2>/dev/null | tr -d '\\n')\" && echo \"files=$(sha256sum .env {COMPOSE_FILE} deployment_config.json 2>/dev/null | awk '{{print $1}}' | tr '\\n' ' ')\""
     )
 }
 
@@ -33,6 +33,9 @@ pub struct Probe {
     /// What the archive's writer lock file records ("" when no observer ever took it: a
     /// version from before the handoff).
     pub writer: String,
+    /// sha256 of the server's `.env`, compose file and `deployment_config.json`, in that order
+    /// (fewer when one is missing).
+    pub files: Vec<String>,
 }
 
 pub fn parse(out: &str) -> Probe {
@@ -42,6 +45,10 @@ pub fn parse(out: &str) -> Probe {
         running: field(out, "running").to_string(),
         state: field(out, "state").to_string(),
         writer: field(out, "writer").to_string(),
+        files: field(out, "files")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
     }
 }
 
