@@ -101,7 +101,7 @@ fn request(
         .capture(c, Some(cfg.as_bytes()))
         .context("running curl")?;
     if !out.ok {
-        bail!("cannot reach {url}: {}", sh.mask(out.stderr.trim()));
+        bail!("{url}: {}", sh.mask(out.stderr.trim()));
     }
     parse_response(&out.stdout)
 }
@@ -264,7 +264,7 @@ impl<'a> Client<'a> {
     fn get(&mut self, method: &str, path: &str, accept: &str) -> Result<Response> {
         let url = format!("{}/v2/{path}", self.base);
         let r = request(self.sh, method, &url, accept, self.auth.as_deref())
-            .map_err(|e| self.err(format!("{e:#}")))?;
+            .map_err(|e| self.err(format!("cannot reach the registry at {e:#}")))?;
         if r.status == 403 {
             return Err(self.refused(&r, &Challenge::default(), AuthStep::Bearer));
         }
@@ -290,7 +290,7 @@ impl<'a> Client<'a> {
             AuthStep::Basic
         };
         let r = request(self.sh, method, &url, accept, self.auth.as_deref())
-            .map_err(|e| self.err(format!("{e:#}")))?;
+            .map_err(|e| self.err(format!("cannot reach the registry at {e:#}")))?;
         if r.status == 401 || r.status == 403 {
             return Err(self.refused(&r, &ch, step));
         }
@@ -322,8 +322,7 @@ impl<'a> Client<'a> {
         )
         .map_err(|e| {
             self.err(format!(
-                "auth step `token request`: cannot reach the token service {}: {e:#}",
-                ch.realm
+                "auth step `token request`: cannot reach the token service at {e:#}"
             ))
         })?;
         if t.status == 401 || t.status == 403 {
