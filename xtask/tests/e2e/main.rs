@@ -8,6 +8,7 @@ mod common;
 
 mod benchmarks;
 mod check_env;
+mod conformance;
 mod deploy;
 mod handoff;
 mod provenance;

@@ -175,7 +175,7 @@ pub fn up_with(sh: &Ctx, allow_install: bool, auth: RegistryAuth) -> Result<Stat
         RegistryAuth::Token => format!("token auth, token service {}", token::realm(&st)),
     };
     eprintln!(
-        "sandbox up:\n  registry  {} at 127.0.0.1:{}, {auth_line} (user {REGISTRY_USER}, token in {})\n  server    sshd at {}@127.0.0.1:{} (key {}, pinned host key in {})\n  deploy    remote dir {}\n  base      {}\n  git       {}",
+        "sandbox up:\n  registry  {} at 127.0.0.1:{}, {auth_line} (user {REGISTRY_USER}, token in {})\n  server    sshd at {}@127.0.0.1:{} (key {}, pinned host key in {})\n  deploy    remote dir {}\n  base      {}{}\n  git       {}",
         st.registry_kind,
         st.registry_port,
         p.token().display(),
@@ -185,12 +185,14 @@ pub fn up_with(sh: &Ctx, allow_install: bool, auth: RegistryAuth) -> Result<Stat
         p.known_hosts().display(),
         p.server().join("observer").display(),
         st.base_image,
+        base_note(&base_image::kind(sh, &st.base_image)),
         p.git_remote().display()
     );
     Ok(st)
 }
 
-/// Stops only what `up` started (by recorded PID) and the sandbox's observer container.
+/// Stops only what `up` started (by recorded PID) and the sandbox's observer container. Images
+/// (the base image and its `python:3.11-slim` tag, releases) stay.
 pub fn down(sh: &Ctx) -> Result<()> {
     let p = Paths::new(sh);
     let Some(mut st) = sandbox_state::load(sh) else {
@@ -232,6 +234,22 @@ pub fn down(sh: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// What `status` says about the base image after its tag.
+fn base_note(kind: &base_image::Kind) -> String {
+    use base_image::{Kind, OFFICIAL};
+    match kind {
+        Kind::Missing => " (`cargo xtask sandbox up` builds it)".into(),
+        Kind::Real => String::new(),
+        Kind::StandIn { official: true } => {
+            format!(" (stand-in for {OFFICIAL}, also tagged {OFFICIAL}: the real image is absent)")
+        }
+        Kind::StandIn { official: false } => format!(" (stand-in for {OFFICIAL})"),
+        Kind::Outdated => {
+            format!(" (OUTDATED stand-in for {OFFICIAL}: `cargo xtask sandbox up` rebuilds it)")
+        }
+    }
+}
+
 /// What runs; exit 1 when the registry or sshd is down.
 pub fn status(sh: &Ctx, json: bool) -> Result<()> {
     let p = Paths::new(sh);
@@ -247,8 +265,8 @@ pub fn status(sh: &Ctx, json: bool) -> Result<()> {
         .sshd_pid
         .is_some_and(|pid| daemons::pid_alive(pid, &p.ssh().join("sshd_config")))
         && daemons::ssh_banner(st.ssh_port);
-    let base_tag = &st.base_image;
-    let base = !base_tag.is_empty() && sh.ok(cmd!(sh, "docker image inspect {base_tag}"));
+    let base_kind = base_image::kind(sh, &st.base_image);
+    let base = base_kind != base_image::Kind::Missing;
     let git = p.git_remote().join("HEAD").is_file();
     let format = "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}";
     let observer = sh
@@ -259,7 +277,16 @@ pub fn status(sh: &Ctx, json: bool) -> Result<()> {
             "registry": {"running": reg, "address": format!("127.0.0.1:{}", st.registry_port), "pid": st.registry_pid, "kind": st.registry_kind, "auth": st.auth()},
             "token_service": {"running": token_up, "realm": token_mode.then(|| token::realm(&st)), "pid": st.token_pid},
             "sshd": {"running": sshd, "address": format!("127.0.0.1:{}", st.ssh_port), "pid": st.sshd_pid},
-            "base_image": {"present": base, "tag": st.base_image},
+            "base_image": {
+                "present": base,
+                "tag": st.base_image,
+                "stand_in": matches!(base_kind, base_image::Kind::StandIn { .. } | base_image::Kind::Outdated),
+                "outdated": base_kind == base_image::Kind::Outdated,
+                "also_tagged": match base_kind {
+                    base_image::Kind::StandIn { official: true } => Some(base_image::OFFICIAL),
+                    _ => None,
+                },
+            },
             "git_remote": {"present": git, "path": p.git_remote()},
             "observer": observer,
         });
@@ -278,9 +305,10 @@ pub fn status(sh: &Ctx, json: bool) -> Result<()> {
         }
         println!("sshd        {:<12} 127.0.0.1:{}", yn(sshd), st.ssh_port);
         println!(
-            "base image  {:<12} {}",
+            "base image  {:<12} {}{}",
             if base { "present" } else { "missing" },
-            st.base_image
+            st.base_image,
+            base_note(&base_kind)
         );
         println!(
             "git remote  {:<12} {}",
