@@ -2,6 +2,7 @@
 //! server, `config/observer/` present, the start line in `logs/observer.log`, the contract env
 //! injected (values for non-secrets, presence for secrets), the forbidden variable absent.
 
+use super::handoff::role_of;
 use super::q;
 use crate::config::Env;
 use crate::core::contract::{start_line, APP_SECRETS, CONTRACT_VARS, FORBIDDEN_VAR};
@@ -26,7 +27,10 @@ pub fn script(
     let http = if host_port {
         format!("if command -v curl >/dev/null 2>&1; then code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://127.0.0.1:{port}/health); else docker exec {container} python3 -m observer.healthcheck && code=200 || code=000; fi")
     } else {
-        format!("code=$(docker exec {container} python3 -m observer.healthcheck --print 2>/dev/null | sed -n 's/^status=\\([0-9]*\\).*/\\1/p'); code=${{code:-000}}")
+        format!(
+            "code=$({} | sed -n 's/^status=\\([0-9]*\\).*/\\1/p'); code=${{code:-000}}",
+            role_of(container)
+        )
     };
     format!(
         r#"s=none; i=0; while [ $i -lt {timeout_s} ]; do s=$(docker inspect -f '{{{{if .State.Health}}}}{{{{.State.Health.Status}}}}{{{{else}}}}{{{{.State.Status}}}}{{{{end}}}}' {container} 2>/dev/null || echo missing); [ "$s" = healthy ] && break; [ "$s" = unhealthy ] && break; [ "$s" = exited ] && break; [ "$s" = missing ] && [ $i -gt 5 ] && break; sleep 1; i=$((i+1)); done
@@ -38,10 +42,11 @@ if [ -d {r}/config/observer ]; then echo "ok archive-dir config/observer exists"
 inst=$(docker logs {container} 2>&1 | grep -F '{started}' | tail -n 1 | sed -n 's/.* instance=\([0-9a-f]*\).*/\1/p')
 if [ -n "$inst" ]; then if grep -F '{started}' {r}/logs/observer.log 2>/dev/null | grep -q "instance=$inst"; then echo "ok start-line instance $inst in logs/observer.log"; else echo "fail start-line instance $inst wrote no start line to logs/observer.log"; fi; elif grep -q '{started}' {r}/logs/observer.log 2>/dev/null; then echo "ok start-line found in logs/observer.log (no instance id)"; else echo "fail start-line no '{started}' in logs/observer.log"; fi
 docker exec {container} sh -c 'for n in {plain}; do printf "env %s=%s\n" "$n" "$(printenv "$n")"; done; for n in {secret}; do if [ -n "$(printenv "$n")" ]; then echo "secret $n=set"; else echo "secret $n=unset"; fi; done; if [ -n "$(printenv {FORBIDDEN_VAR})" ]; then echo "forbidden {FORBIDDEN_VAR}=set"; fi' 2>/dev/null || echo "fail env cannot exec in the container"
-echo "role $(docker exec {container} python3 -m observer.healthcheck --print 2>/dev/null)"
+echo "role $({role})"
 "#,
         plain = plain.join(" "),
         secret = APP_SECRETS.join(" "),
+        role = role_of(container),
     )
 }
 

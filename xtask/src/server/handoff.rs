@@ -13,6 +13,12 @@ use crate::core::contract::CONTAINER;
 /// The candidate's container name: only the tool creates (and removes) it.
 pub const CANDIDATE: &str = "qts-observer-next";
 
+/// Prints `status=<http> role=<role> instance=<id>` of `container`'s `/health`, asked from inside
+/// it (`status=0` when it does not answer).
+pub fn role_of(container: &str) -> String {
+    format!("docker exec {container} python3 -m observer.role 2>/dev/null || echo status=0")
+}
+
 /// Removes a candidate left by an earlier run that failed (never anything else).
 pub fn clean_candidate() -> String {
     format!("docker rm -f {CANDIDATE} >/dev/null 2>&1; true")
@@ -39,8 +45,9 @@ pub fn soak(container: &str, seconds: u64) -> String {
 /// Prints `ok handoff ...` or `fail handoff ...` (exit 1 on failure).
 pub fn hand_over(old: &str, new: &str, timeout_s: u64) -> String {
     format!(
-        r#"docker stop -t 15 {old} >/dev/null 2>&1; i=0; r=; while [ $i -lt {ticks} ]; do r=$(docker exec {new} python3 -m observer.healthcheck --print 2>/dev/null); case "$r" in *"role=active "*) echo "ok handoff {new} is active: $r"; exit 0;; esac; sleep 0.2; i=$((i+1)); done; echo "fail handoff {new} did not become active within {timeout_s}s: $r"; exit 1"#,
-        ticks = timeout_s * 5
+        r#"docker stop -t 15 {old} >/dev/null 2>&1; i=0; r=; while [ $i -lt {ticks} ]; do r=$({role}); case "$r" in *"role=active "*) echo "ok handoff {new} is active: $r"; exit 0;; esac; sleep 0.2; i=$((i+1)); done; echo "fail handoff {new} did not become active within {timeout_s}s: $r"; exit 1"#,
+        ticks = timeout_s * 5,
+        role = role_of(new)
     )
 }
 
