@@ -119,20 +119,30 @@ pub fn hand_back_before_up(run: &mut Run, why: String) -> Result<Verdict> {
     );
     let _ = run.x.run_step(&run.st.remove_candidate());
     let _ = run.x.run_step(&run.st.restore_env());
-    let back = run.x.run_step(&run.st.start_old());
+    // Exit 3 says the last good version runs and is healthy: it must pass the gate again.
+    let old = crate::server::tag_of(run.running);
+    let back = run.x.run_step(&run.st.start_old()).and_then(|_| {
+        let gate = super::gate(run.x, &run.st, &old)?;
+        if gate.passed() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(gate.failed.join("; ")))
+        }
+    });
     let mut rec = run.record(Outcome::Failed, run.o.kind, run.version);
     rec.failed = vec![why];
     let _ = run.x.run_step(&run.st.history(&rec));
     match back {
-        Ok(_) => Ok((
+        Ok(()) => Ok((
             "handoff failed; handed back".into(),
             exit::ROLLED_BACK,
-            Some(crate::server::tag_of(run.running)),
+            Some(old),
         )),
         Err(e) => {
             eprintln!(
-                "!!!!! {CONTAINER} could not be started again: {}",
-                run.sh.mask(&format!("{e:#}"))
+                "!!!!! {CONTAINER} is not healthy again after the failed handoff: {}\nrecover: cargo xtask rollback --env {} --to {old}",
+                run.sh.mask(&format!("{e:#}")),
+                run.env.name
             );
             Ok(("handoff and hand-back failed".into(), exit::UNHEALTHY, None))
         }

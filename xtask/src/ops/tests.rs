@@ -423,7 +423,8 @@ fn a_failed_handoff_hands_back_to_the_old_container_exit_3() {
         .answer(
             "handoff",
             failed("fail handoff qts-observer-next did not become active"),
-        );
+        )
+        .answer("gate", healthy_gate("v1.0.0"));
     let (code, _, log) = run(&e, &f, &handoff());
     assert_eq!(code, 3);
     let after: Vec<_> = log
@@ -438,10 +439,18 @@ fn a_failed_handoff_hands_back_to_the_old_container_exit_3() {
             "remove-candidate",
             "restore-env",
             "start-old",
+            "gate",
             "history",
             "unlock"
         ]
     );
+    // The old version started again but is not healthy: exit 4, not 3.
+    let f = server(&e);
+    f.answer("candidate-gate", candidate_gate("v1.1.0"))
+        .answer("soak", ok("ok soak healthy"))
+        .answer("handoff", failed("fail handoff"))
+        .answer("gate", unhealthy_gate());
+    assert_eq!(run(&e, &f, &handoff()).0, 4);
 }
 
 #[test]
