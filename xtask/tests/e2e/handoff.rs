@@ -11,19 +11,18 @@ use crate::release::version;
 fn deployed() -> (Clone, String) {
     ensure_sandbox();
     let c = Clone::new("handoff");
-    let good = version();
-    let r = c.xtask(&["release", &good, "--env", "sandbox"]);
-    assert_eq!(r.code, 0, "{}", r.all());
-    let r = c.xtask(&[
-        "deploy",
-        "--env",
-        "sandbox",
-        "--tag",
-        &good,
-        "--no-snapshot",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let good = release_and_deploy(&c);
     (c, good)
+}
+
+/// Releases a new version of the clone's HEAD and deploys it (exit 0 asserted); its version.
+fn release_and_deploy(c: &Clone) -> String {
+    let v = version();
+    let r = c.xtask(&["release", &v, "--env", "sandbox"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = c.xtask(&["deploy", "--env", "sandbox", "--tag", &v, "--no-snapshot"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    v
 }
 
 /// Releases the clone's HEAD after `edit` changed its files.
@@ -135,19 +134,8 @@ pub fn handoff_redeploying_the_running_version_after_log_rotation() {
         "nothing may be stopped"
     );
     // A new version still passes its gate: its own start line, every path given to uid 10001.
-    let next = version();
-    let r = c.xtask(&["release", &next, "--env", "sandbox"]);
-    assert_eq!(r.code, 0, "{}", r.all());
     let from = archive_lines().len();
-    let r = c.xtask(&[
-        "deploy",
-        "--env",
-        "sandbox",
-        "--tag",
-        &next,
-        "--no-snapshot",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let next = release_and_deploy(&c);
     assert_eq!(running_version().0, next);
     assert!(last_good().starts_with(&format!("{next} ")));
     let owners = sh(&format!(
@@ -176,18 +164,7 @@ pub fn handoff_cleans_up_a_candidate_left_by_a_killed_run() {
         image.trim()
     ));
     assert_eq!(r.code, 0, "{}", r.all());
-    let next = version();
-    let r = c.xtask(&["release", &next, "--env", "sandbox"]);
-    assert_eq!(r.code, 0, "{}", r.all());
-    let r = c.xtask(&[
-        "deploy",
-        "--env",
-        "sandbox",
-        "--tag",
-        &next,
-        "--no-snapshot",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let next = release_and_deploy(&c);
     assert_eq!(running_version().0, next);
     no_candidate_left();
     let st = c.xtask(&["status", "--env", "sandbox", "--json"]);

@@ -8,6 +8,7 @@ use crate::core::util::sh_quote;
 use crate::ctx::Ctx;
 use crate::sandbox_state;
 use crate::transport::Session;
+use crate::verbs::sandbox::http_status;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -80,7 +81,7 @@ impl Bed<'_> {
         let poller = std::thread::spawn(move || {
             let (mut worst, mut down_since): (f64, Option<Instant>) = (0.0, None);
             while !flag.load(Ordering::Relaxed) {
-                let ok = http_ok(port);
+                let ok = http_status(port, "/health") == Some(200);
                 match (ok, down_since) {
                     (false, None) => down_since = Some(Instant::now()),
                     (true, Some(t)) => {
@@ -187,25 +188,6 @@ const BENCH_IMAGES: [&str; 2] = ["--allow-unverified", "--allow-downgrade"];
 const A: &str = "v0.0.1-bench.a";
 const B: &str = "v0.0.1-bench.b";
 const BROKEN: &str = "v0.0.1-bench.broken";
-
-/// `/health` answers 200 on 127.0.0.1:`port`.
-fn http_ok(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(
-        &([127, 0, 0, 1], port).into(),
-        Duration::from_millis(200),
-    ) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if write!(s, "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 16];
-    s.read(&mut buf)
-        .map(|n| buf[..n].starts_with(b"HTTP/1.0 200") || buf[..n].starts_with(b"HTTP/1.1 200"))
-        .unwrap_or(false)
-}
 
 pub fn gap(c: &Bed) -> Result<Value> {
     let (mut naive, mut recreate, mut handoff) = (Vec::new(), Vec::new(), Vec::new());

@@ -7,6 +7,9 @@ mod base_image;
 mod daemons;
 mod token;
 
+/// `GET path` on 127.0.0.1:`port`: the HTTP status (the bench polls `/health` with it).
+pub use daemons::http_status;
+
 use crate::compose;
 use crate::core::contract::{COMPOSE_FILE, CONTAINER};
 use crate::core::exit::{exit_code, fail};
