@@ -16,7 +16,8 @@ pub const CANDIDATE: &str = "qts-observer-next";
 /// Prints `status=<http> role=<role> instance=<id>` of `container`'s `/health`, asked from inside
 /// it (`status=0` when it does not answer).
 pub fn role_of(container: &str) -> String {
-    format!("docker exec {container} python3 -m observer.role 2>/dev/null || echo status=0")
+    // Grouped, so that a pipe after it takes the fallback's output too.
+    format!("{{ docker exec {container} python3 -m observer.role 2>/dev/null || echo status=0; }}")
 }
 
 /// Removes a candidate left by an earlier run that failed (never anything else).

@@ -339,3 +339,33 @@ fn upload_env_refuses_a_kept_secret_the_server_lacks_and_changes_nothing() {
     assert_eq!(code, 3);
     assert!(out.contains("xtask-bad-directive"), "{out}");
 }
+
+/// The candidate gate's `/health` line, run for real with a stand-in `docker` on PATH: the
+/// status must come through (a `||` fallback without grouping once swallowed it).
+#[test]
+fn candidate_gate_reads_the_status_through_the_role_probe() {
+    let dir = std::env::temp_dir().join(format!("obs-fake-docker-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let docker = dir.join("docker");
+    std::fs::write(
+        &docker,
+        "#!/bin/sh\necho 'status=200 role=standby instance=ab'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = gate::script(&env(), "v1.2.3", handoff::CANDIDATE, false, 1);
+    let line = script.lines().find(|l| l.starts_with("code=$(")).unwrap();
+    let run = |path: String| {
+        duct::cmd!("sh", "-c", format!("{line}; echo \"$code\""))
+            .env("PATH", path)
+            .read()
+            .unwrap()
+    };
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+    assert_eq!(run(path), "200");
+    std::fs::write(&docker, "#!/bin/sh\nexit 1\n").unwrap();
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+    assert_eq!(run(path), "0", "no answer reads as status 0");
+    let _ = std::fs::remove_dir_all(&dir);
+}

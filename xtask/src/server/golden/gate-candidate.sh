@@ -2,11 +2,11 @@
 s=none; i=0; while [ $i -lt 90 ]; do s=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' qts-observer-next 2>/dev/null || echo missing); [ "$s" = healthy ] && break; [ "$s" = unhealthy ] && break; [ "$s" = exited ] && break; [ "$s" = missing ] && [ $i -gt 5 ] && break; sleep 1; i=$((i+1)); done
 if [ "$s" = healthy ]; then echo "ok health container healthy"; else echo "fail health container $s after ${i}s"; fi
 img=$(docker inspect -f '{{.Config.Image}}' qts-observer-next 2>/dev/null); case "$img" in *:v1.2.3) echo "ok image $img";; *) echo "fail image running $img, expected v1.2.3";; esac
-code=$(docker exec qts-observer-next python3 -m observer.role 2>/dev/null || echo status=0 | sed -n 's/^status=\([0-9]*\).*/\1/p'); code=${code:-000}
+code=$({ docker exec qts-observer-next python3 -m observer.role 2>/dev/null || echo status=0; } | sed -n 's/^status=\([0-9]*\).*/\1/p'); code=${code:-000}
 if [ "$code" = 200 ]; then echo "ok http /health answered 200"; else echo "fail http /health answered $code"; fi
 if [ -d '/srv/obs dir/it'\''s'/config/observer ]; then echo "ok archive-dir config/observer exists"; else echo "fail archive-dir config/observer missing"; fi
 inst=$(docker logs qts-observer-next 2>&1 | grep -F 'observer started version=v1.2.3 ' | tail -n 1 | sed -n 's/.* instance=\([0-9a-f]*\).*/\1/p')
 if [ -n "$inst" ]; then if grep -F 'observer started version=v1.2.3 ' '/srv/obs dir/it'\''s'/logs/observer.log 2>/dev/null | grep -q "instance=$inst"; then echo "ok start-line instance $inst in logs/observer.log"; else echo "fail start-line instance $inst wrote no start line to logs/observer.log"; fi; elif grep -q 'observer started version=v1.2.3 ' '/srv/obs dir/it'\''s'/logs/observer.log 2>/dev/null; then echo "ok start-line found in logs/observer.log (no instance id)"; else echo "fail start-line no 'observer started version=v1.2.3 ' in logs/observer.log"; fi
 docker exec qts-observer-next sh -c 'for n in QTS_OBSERVER_STANDALONE PYTHONPATH OBSERVER_DATA_DIR OBSERVER_LOG_DIR; do printf "env %s=%s\n" "$n" "$(printenv "$n")"; done; for n in KIS_API_KEY KIS_API_SECRET; do if [ -n "$(printenv "$n")" ]; then echo "secret $n=set"; else echo "secret $n=unset"; fi; done; if [ -n "$(printenv OBSERVER_STANDALONE)" ]; then echo "forbidden OBSERVER_STANDALONE=set"; fi' 2>/dev/null || echo "fail env cannot exec in the container"
-echo "role $(docker exec qts-observer-next python3 -m observer.role 2>/dev/null || echo status=0)"
+echo "role $({ docker exec qts-observer-next python3 -m observer.role 2>/dev/null || echo status=0; })"
 
