@@ -5,6 +5,7 @@
 //! remote ones over one multiplexed SSH session per server; unit tests substitute a fake that
 //! answers by step id.
 
+use crate::core::signals;
 use crate::core::util::{sh_quote, tail};
 use crate::ctx::{Ctx, Output};
 use crate::transport::Session;
@@ -212,6 +213,17 @@ impl Transport for Real {
     }
 }
 
+/// The error of a run stopped by `sig` before the step titled `before` (exit code `128 + sig`).
+pub fn interrupted(sig: i32, before: &str) -> anyhow::Error {
+    crate::core::exit::exit_code(
+        format!(
+            "interrupted by {} before the step `{before}`: stopped there, before it started",
+            signals::name(sig)
+        ),
+        signals::exit_code(sig),
+    )
+}
+
 /// Runs steps and keeps their timings and the ids of the steps run under a header.
 pub struct Executor<'a> {
     pub sh: &'a Ctx,
@@ -221,6 +233,10 @@ pub struct Executor<'a> {
     pub timings: Vec<(String, f64)>,
     /// The ids of the steps run through [`Executor::run_step`] / [`Executor::step_of`], in order.
     pub done: Vec<&'static str>,
+    /// Whether a pending SIGINT/SIGTERM (`core::signals`) stops the run before the next step
+    /// (the default). A rollout turns it off and decides itself, step by step, whether to undo
+    /// or to finish (its cleanup steps must run).
+    pub interruptible: bool,
 }
 
 impl<'a> Executor<'a> {
@@ -231,6 +247,7 @@ impl<'a> Executor<'a> {
             transport,
             timings: Vec::new(),
             done: Vec::new(),
+            interruptible: true,
         }
     }
 
@@ -293,7 +310,12 @@ impl<'a> Executor<'a> {
     }
 
     /// Runs `f` under `step`'s header, recording the step's id as done.
+    /// While interruptible, a pending signal stops the run here, before the step, with exit code
+    /// `128 + signal`.
     pub fn step_of<T>(&mut self, step: &Step, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if let (true, Some(sig)) = (self.interruptible, signals::pending()) {
+            return Err(interrupted(sig, &step.title));
+        }
         self.done.push(step.id);
         self.step(&step.title, f)
     }

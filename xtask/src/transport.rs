@@ -6,6 +6,7 @@
 //! nothing here starts a process through `std::process::Command` directly.
 
 use crate::config::{Env, Server};
+use crate::core::signals;
 use crate::core::util::{env_nonempty, random_hex, tail};
 use crate::ctx::Output;
 use anyhow::{bail, Context, Result};
@@ -142,6 +143,7 @@ impl Session {
             .stdout_null()
             .stderr_path(&log)
             .unchecked()
+            .before_spawn(own_group)
             .run()
             .context("starting ssh (is the OpenSSH client installed?)")?;
         self.connections += 1;
@@ -186,7 +188,7 @@ impl Session {
         args.push(self.destination());
         args.push("--".into());
         args.push(script.to_string());
-        let e = duct::cmd("ssh", args).unchecked();
+        let e = duct::cmd("ssh", args).unchecked().before_spawn(own_group);
         Ok(if stdin { e } else { e.stdin_null() })
     }
 
@@ -198,12 +200,29 @@ impl Session {
             Some(d) => e.stdin_bytes(d.to_vec()),
             None => e,
         };
-        let out = e
+        let what = || format!("running a command on {}", self.server.name);
+        // Polled rather than waited for, so that a second SIGINT/SIGTERM (`core::signals`) can cut
+        // the command short; the first lets it finish.
+        let started_at = signals::generation();
+        let handle = e
             .stdout_capture()
             .stderr_capture()
-            .run()
-            .with_context(|| format!("running a command on {}", self.server.name))?;
-        Ok(Output::from_std(&out))
+            .start()
+            .with_context(what)?;
+        loop {
+            if let Some(out) = handle.try_wait().with_context(what)? {
+                return Ok(Output::from_std(out));
+            }
+            let now = signals::generation();
+            if now >= 2 && now > started_at {
+                let _ = handle.kill();
+                bail!(
+                    "cut short on {} by a second signal (the remote command may still be running there)",
+                    self.server.name
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
 
@@ -222,6 +241,14 @@ impl Drop for Session {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Starts ssh in a process group of its own: a terminal's Ctrl-C reaches the tool only, which
+/// lets the step in flight finish (`core::signals`) instead of its ssh dying under it.
+fn own_group(c: &mut std::process::Command) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    c.process_group(0);
+    Ok(())
 }
 
 /// Starts a long-running local daemon in its own process group (so a terminal's Ctrl-C does not

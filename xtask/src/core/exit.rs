@@ -11,6 +11,10 @@ pub const USAGE: u8 = 2;
 pub const ROLLED_BACK: u8 = 3;
 /// The rollback failed too (or a first deploy failed): the service is NOT healthy.
 pub const UNHEALTHY: u8 = 4;
+/// The new version passed its gate and runs, but recording it (`last_good_tag`, the history)
+/// failed: the server's records still name the previous version (issue 12). Running the same
+/// deploy again verifies the running version and repairs the records.
+pub const RECORD_FAILED: u8 = 5;
 
 /// The table printed by `--help` (general form).
 pub const EXIT_CODES: &str = "Exit codes:
@@ -18,7 +22,9 @@ pub const EXIT_CODES: &str = "Exit codes:
   1  a check or a step failed (nothing further was changed)
   2  bad usage, an invalid version or an invalid config (nothing was touched)
   3  deploy: the new version failed (gate, soak or handoff); the last good version runs and is healthy
-  4  deploy: the hand-back or rollback failed too (or a first deploy failed): the service is NOT healthy";
+  4  deploy: the hand-back or rollback failed too (or a first deploy failed): the service is NOT healthy
+  5  deploy: the new version runs and is healthy, but recording it failed (run the same deploy again)
+130  interrupted by SIGINT (143: SIGTERM): stopped at a safe point, lock released (the message says where)";
 
 /// The table printed by `deploy --help` and `rollback --help`.
 pub const DEPLOY_EXIT_CODES: &str = "Exit codes:
@@ -26,7 +32,11 @@ pub const DEPLOY_EXIT_CODES: &str = "Exit codes:
   1  refused or failed before the running service was touched (or --no-rollback left the failed version)
   2  bad usage or an invalid version (nothing touched)
   3  the new version failed (gate, soak or handoff); the last good version runs and is healthy
-  4  the hand-back or rollback failed too, or a first deploy failed: the service is NOT healthy";
+  4  the hand-back or rollback failed too, or a first deploy failed: the service is NOT healthy
+  5  the new version runs and is healthy, but recording it (last_good_tag, history) failed:
+     run the same deploy again (it verifies the running version and repairs the records)
+130  interrupted by SIGINT (143: SIGTERM): before the handoff, what this run started is removed
+     and the running version never stopped; after it, the deploy was finished; lock released";
 
 /// An error that carries the process exit code.
 #[derive(Debug)]

@@ -4,6 +4,8 @@
 pub mod contract;
 pub mod dotenv;
 pub mod exit;
+pub mod liveness;
 pub mod records;
+pub mod signals;
 pub mod util;
 pub mod version;

@@ -24,6 +24,31 @@ pub struct LockHolder {
     pub started: String,
     /// Unix seconds; the lock's age is measured from here (`lock_ttl_s`).
     pub started_epoch: u64,
+    /// What tells a dead holder from a live one across machines (`core::liveness`, issue 12):
+    /// the controller's `/etc/machine-id`,
+    pub machine_id: String,
+    /// its `/proc/sys/kernel/random/boot_id` (a reboot changes it),
+    pub boot_id: String,
+    /// its PID namespace (`pid:[N]`: pids compare only within one),
+    pub pid_ns: String,
+    /// and the process's start time in clock ticks since boot (a reused pid has another).
+    pub start_ticks: u64,
+    /// Under GitHub Actions: the workflow run holding the lock.
+    pub workflow_run: Option<WorkflowRun>,
+}
+
+/// A GitHub Actions workflow run (the `GITHUB_*` variables of the runner).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
+pub struct WorkflowRun {
+    /// `owner/name`.
+    pub repository: String,
+    /// `owner/name/.github/workflows/deploy.yml` (`GITHUB_WORKFLOW_REF` without its `@ref`).
+    pub workflow: String,
+    pub run_id: String,
+    pub run_attempt: String,
+    /// The run's page.
+    pub url: String,
 }
 
 /// Whether a deploy moved forward, or failed.

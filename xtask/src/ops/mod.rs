@@ -11,7 +11,7 @@ pub mod snapshot;
 pub mod steps;
 
 use crate::config::{Env, Server};
-use crate::core::records::{HistoryRecord, LockHolder};
+use crate::core::records::HistoryRecord;
 use crate::core::util::{env_nonempty, hostname};
 use crate::ctx::Ctx;
 use crate::plan::{Executor, Real, Step};
@@ -44,14 +44,6 @@ pub fn env_text(sh: &Ctx, env: &Env, version: &str) -> Result<String> {
     ))
 }
 
-/// A holder record whose process ran on this machine and is gone: its deploy died (killed, or
-/// the machine rebooted) and can never release the lock itself.
-pub fn holder_dead_here(h: &LockHolder) -> bool {
-    h.host == hostname()
-        && h.pid != 0
-        && !std::path::Path::new(&format!("/proc/{}", h.pid)).exists()
-}
-
 /// The executor with this environment's one server session (opened lazily by the first remote
 /// step). More than one server per environment is refused.
 pub fn connect<'a>(sh: &'a Ctx, env: &Env, dry_run: bool) -> Result<(Executor<'a>, Server)> {
@@ -61,6 +53,10 @@ pub fn connect<'a>(sh: &'a Ctx, env: &Env, dry_run: bool) -> Result<(Executor<'a
             env.name,
             env.servers.len()
         );
+    }
+    // From the first connection on, SIGINT/SIGTERM stop the run between steps (issue 12).
+    if let Err(e) = crate::core::signals::install() {
+        eprintln!("warning: SIGINT/SIGTERM cannot be deferred to a safe point: {e}");
     }
     let server = env.servers[0].clone();
     let t = Real::with(Session::new(env, &server)?);
@@ -132,3 +128,5 @@ pub fn running_and_history(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_endings;

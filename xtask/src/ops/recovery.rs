@@ -7,6 +7,7 @@ use super::run::{print_fenced, Run, Verdict};
 use crate::core::contract::CONTAINER;
 use crate::core::exit;
 use crate::core::records::Outcome;
+use crate::core::signals;
 use crate::server::gate::Gate;
 use anyhow::Result;
 
@@ -203,4 +204,79 @@ fn rollback_record(run: &Run, ok: bool, version: &str) -> crate::core::records::
     let mut rec = run.record(outcome, "rollback", version);
     rec.digest = None;
     rec
+}
+
+/// A SIGINT/SIGTERM before `before` (a step before the point of no return: the running version
+/// never stopped): undo what this run started — the candidate, the new `.env` — record it, and
+/// stop with exit `128 + sig` (the lock is released by the caller).
+pub fn interrupted(run: &mut Run, sig: i32, before: &str) -> Result<Verdict> {
+    let name = signals::name(sig);
+    eprintln!("\n!!! {name}: stopping before the step `{before}` and undoing this run's changes");
+    if run.x.done.contains(&"candidate") {
+        let _ = run.x.run_step(&run.st.remove_candidate());
+    }
+    if run.x.done.contains(&"upload-env") {
+        let _ = run.x.run_step(&run.st.restore_env());
+    }
+    let why = format!("interrupted by {name} before `{before}`");
+    if run.locked {
+        let mut rec = run.record(Outcome::Failed, run.o.kind, run.version);
+        rec.failed = vec![why.clone()];
+        let _ = run.x.run_step(&run.st.history(&rec));
+    }
+    let now = if run.running.is_empty() {
+        "nothing was running, and nothing runs now".to_string()
+    } else {
+        format!("{} never stopped and keeps observing", run.running)
+    };
+    Err(exit::exit_code(
+        format!(
+            "{why}: undone ({}); {now}; the lock is released. Deploy again when ready: cargo xtask deploy --env {} --tag {}",
+            if run.x.done.contains(&"candidate") {
+                "the candidate removed, .env put back"
+            } else if run.x.done.contains(&"upload-env") {
+                ".env put back"
+            } else {
+                "nothing had changed"
+            },
+            run.env.name,
+            run.version
+        ),
+        signals::exit_code(sig),
+    ))
+}
+
+/// The new version passed its gate and runs, but its records could not be written (`errors`):
+/// says so, what the records still say, and how to repair them (exit 5).
+pub fn unrecorded(run: &mut Run, errors: &[String]) -> Verdict {
+    let version = run.version;
+    eprintln!(
+        "\n!!!!! {version} passed its gate and runs on {}, but recording it FAILED:",
+        run.st.server
+    );
+    for e in errors {
+        eprintln!("  - {}", run.sh.mask(e));
+    }
+    eprintln!(
+        "the server's records still name {} as the last good version.\nrepair: cargo xtask deploy --env {} --tag {version}   (verifies the running version and writes its records again)",
+        if run.last_good.is_empty() {
+            "nothing"
+        } else {
+            run.last_good
+        },
+        run.env.name
+    );
+    (
+        format!(
+            "recording it failed ({}); repair with `cargo xtask deploy --env {} --tag {version}`",
+            errors
+                .iter()
+                .map(|e| e.split(':').next().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            run.env.name
+        ),
+        exit::RECORD_FAILED,
+        None,
+    )
 }

@@ -16,6 +16,7 @@ use crate::config::Env;
 use crate::core::contract::CONTAINER;
 use crate::core::exit::{self, exit_code, fail};
 use crate::core::records::{HistoryRecord, LastGood, Outcome, StepTime};
+use crate::core::signals;
 use crate::core::util::{env_nonempty, round3};
 use crate::ctx::Ctx;
 use crate::plan::{Executor, Plan};
@@ -184,6 +185,10 @@ fn finish(
             ),
             exit::ROLLED_BACK,
         )),
+        exit::RECORD_FAILED => Err(exit_code(
+            format!("{version} is deployed and healthy, but {}", out.outcome),
+            exit::RECORD_FAILED,
+        )),
         c => Err(exit_code(format!("{version} failed ({})", out.outcome), c)),
     }
 }
@@ -230,13 +235,10 @@ pub fn rollout<'a>(
     let running_version = server::tag_of(&probe.running);
     // The version asked for runs and nothing it is given changed: verify it, stop nothing. (A
     // changed `.env` — a new secret value — or config redeploys the same version by handoff.)
-    if !probe.running.is_empty()
+    let verify_only = !probe.running.is_empty()
         && running_version == version
         && probe.state.starts_with("running")
-        && probe.files == pay.hashes()
-    {
-        return verify_running(x, &st, version);
-    }
+        && probe.files == pay.hashes();
     let mut strategy = o.strategy;
     if strategy == Strategy::Handoff
         && !probe.running.is_empty()
@@ -245,21 +247,6 @@ pub fn rollout<'a>(
     {
         eprintln!("    the running observer holds no writer lock (a version from before the handoff): this deploy stops it first (recreate)");
         strategy = Strategy::Recreate;
-    }
-    let plan = plan(
-        &st,
-        version,
-        digest,
-        c,
-        creds,
-        &pay,
-        !o.no_snapshot,
-        strategy,
-    );
-    if o.dry_run {
-        eprintln!("==> Plan (dry run: nothing below is run)");
-        plan.print(sh);
-        return Ok(("planned (dry run)".into(), 0, None));
     }
     let mut run = Run {
         sh,
@@ -278,13 +265,70 @@ pub fn rollout<'a>(
         snapshot: None,
         t0: Instant::now(),
     };
+    if verify_only {
+        let result = verify_running(&mut run);
+        run.unlock();
+        return result;
+    }
+    let plan = plan(
+        &run.st,
+        version,
+        digest,
+        c,
+        creds,
+        &run.pay,
+        !o.no_snapshot,
+        strategy,
+    );
+    if o.dry_run {
+        eprintln!("==> Plan (dry run: nothing below is run)");
+        plan.print(sh);
+        return Ok(("planned (dry run)".into(), 0, None));
+    }
+    run.x.interruptible = false;
     let result = execute(&mut run, &plan);
     run.unlock();
-    result
+    match signals::pending() {
+        Some(sig) => interrupted_verdict(sig, version, result),
+        None => result,
+    }
 }
 
-/// Redeploying the version that runs: verify it, stop nothing (exit 0 healthy, 1 not).
-fn verify_running(x: &mut Executor, st: &Steps, version: &str) -> Result<Verdict> {
+/// A rollout that received `sig`: exit `128 + sig` with what happened, unless the service is NOT
+/// healthy (exit 4 stays 4: it is what a person must act on first).
+fn interrupted_verdict(sig: i32, version: &str, result: Result<Verdict>) -> Result<Verdict> {
+    let name = signals::name(sig);
+    let code = signals::exit_code(sig);
+    match result {
+        Ok((outcome, exit::UNHEALTHY, to)) => Ok((
+            format!("{outcome} (and interrupted by {name})"),
+            exit::UNHEALTHY,
+            to,
+        )),
+        Ok((_, 0, _)) => Err(exit_code(
+            format!("interrupted by {name} after the old version stopped: the deploy was finished; {version} runs and is healthy; the lock is released"),
+            code,
+        )),
+        Ok((outcome, _, to)) => Err(exit_code(
+            format!(
+                "interrupted by {name}: {outcome}{}; the lock is released",
+                to.map(|t| format!("; {t} runs")).unwrap_or_default()
+            ),
+            code,
+        )),
+        Err(e) if exit::code_of(&e) == exit::UNHEALTHY || exit::code_of(&e) == code => Err(e),
+        Err(e) => Err(exit_code(
+            format!("interrupted by {name}: {e:#}"),
+            code,
+        )),
+    }
+}
+
+/// Redeploying the version that runs: verify it, stop nothing (exit 0 healthy, 1 not). When the
+/// server's records do not name it as the last good version (a deploy whose recording failed,
+/// exit 5), a healthy verification writes them again under the lock (history kind `repair`).
+fn verify_running(run: &mut Run) -> Result<Verdict> {
+    let (x, st, version) = (&mut *run.x, &run.st, run.version);
     eprintln!("    {version} is already running: verifying it (nothing is stopped or changed)");
     let mut gate = super::gate_step(x, &st.gate(version))?;
     // This run did not start it: its start line is in its own output (`docker logs`), and
@@ -296,7 +340,40 @@ fn verify_running(x: &mut Executor, st: &Steps, version: &str) -> Result<Verdict
         }
         !rotated
     });
-    if gate.passed() {
+    if gate.passed() && run.last_good != version {
+        eprintln!(
+            "    the records name {} as the last good version: writing {version}'s records again",
+            if run.last_good.is_empty() {
+                "nothing"
+            } else {
+                run.last_good
+            }
+        );
+        let lock = run.st.lock(&run.pay.holder);
+        run.lock(&lock)?;
+        let lg = LastGood {
+            version: version.into(),
+            digest: run.digest.into(),
+        };
+        let rec = run.record(Outcome::Success, "repair", version);
+        let (record, history) = (run.st.record(&lg), run.st.history(&rec));
+        run.x
+            .run_step(&record)
+            .and_then(|_| run.x.run_step(&history))
+            .map_err(|e| {
+                exit_code(
+                    format!(
+                        "{version} runs and is healthy, but repairing its records failed: {e:#}"
+                    ),
+                    exit::RECORD_FAILED,
+                )
+            })?;
+        Ok((
+            "already running and healthy; records repaired".into(),
+            0,
+            None,
+        ))
+    } else if gate.passed() {
         Ok(("already running and healthy".into(), 0, None))
     } else {
         Err(fail(format!(
@@ -334,7 +411,29 @@ fn step_summary(sh: &Ctx, o: &Summary) {
 /// Executes the plan's steps in order (verify and probe have run already); a failing step of
 /// the handoff takes its recovery branch.
 fn execute(run: &mut Run, plan: &Plan) -> Result<Verdict> {
+    // After the old version stopped (or a healthy gate), an interrupted run finishes the deploy:
+    // it is the shortest way back to one healthy service.
+    let mut finishing = false;
+    // A record that could not be written after a healthy gate (exit 5).
+    let mut unrecorded: Vec<String> = Vec::new();
     for step in &plan.steps {
+        if let (false, Some(sig)) = (finishing, signals::pending()) {
+            if past_the_point_of_no_return(run, step.id) {
+                eprintln!(
+                    "\n!!! {} received after {} stopped: finishing the deploy of {}",
+                    signals::name(sig),
+                    if run.running.is_empty() {
+                        "nothing"
+                    } else {
+                        run.running
+                    },
+                    run.version
+                );
+                finishing = true;
+            } else {
+                return recovery::interrupted(run, sig, &step.title);
+            }
+        }
         match step.id {
             "verify" | "probe" => {}
             "lock" => run.lock(step)?,
@@ -405,16 +504,47 @@ fn execute(run: &mut Run, plan: &Plan) -> Result<Verdict> {
             "remove-candidate" => {
                 let _ = run.x.run_step(step);
             }
+            "record" => {
+                if let Err(e) = run.x.run_step(step) {
+                    unrecorded.push(format!("last_good_tag: {e:#}"));
+                }
+            }
             "history" => {
                 let rec = run.record(Outcome::Success, run.o.kind, run.version);
-                run.x.run_step(&run.st.history(&rec))?;
+                if let Err(e) = run.x.run_step(&run.st.history(&rec)) {
+                    unrecorded.push(format!("history: {e:#}"));
+                }
             }
-            "prune" => run.prune(step)?,
+            "prune" => {
+                if let Err(e) = run.prune(step) {
+                    eprintln!(
+                        "warning: pruning old images failed (the deploy stands): {}",
+                        run.sh.mask(&format!("{e:#}"))
+                    );
+                }
+            }
             "unlock" => run.unlock(),
             _ => {
                 run.x.run_step(step)?;
             }
         }
     }
+    if !unrecorded.is_empty() {
+        return Ok(recovery::unrecorded(run, &unrecorded));
+    }
     Ok(("success".into(), 0, None))
+}
+
+/// Whether stopping before `id` would leave the service worse than finishing: the old version
+/// has stopped (the handoff, or a recreate's `up`, ran), or the new one already passed its gate.
+fn past_the_point_of_no_return(run: &Run, id: &str) -> bool {
+    let stopped = match run.strategy {
+        Strategy::Handoff => run.x.done.contains(&"handoff"),
+        Strategy::Recreate => run.x.done.contains(&"up"),
+    };
+    stopped
+        || matches!(
+            id,
+            "release-candidate" | "remove-candidate" | "record" | "history" | "prune" | "unlock"
+        )
 }

@@ -7,8 +7,9 @@ use crate::compose::Compose;
 use crate::config::Env;
 use crate::core::contract::{COMPOSE_PATH, CONFIG_PATH};
 use crate::core::exit::fail;
+use crate::core::liveness::{self, Liveness};
 use crate::core::records::{HistoryRecord, LockHolder, Outcome, StepTime};
-use crate::core::util::{epoch, hostname, now_rfc3339, random_hex, round3, tail};
+use crate::core::util::{now_rfc3339, random_hex, round3, tail};
 use crate::ctx::Ctx;
 use crate::plan::{Executor, Step};
 use crate::server::app;
@@ -65,16 +66,7 @@ impl Payload {
             config: std::fs::read(sh.path(CONFIG_PATH))
                 .context("reading deployment_config.json")?,
             env_text: env_text(sh, env, version)?,
-            holder: LockHolder {
-                id: random_hex(8)?,
-                operation: kind.to_string(),
-                who: who(),
-                host: hostname(),
-                pid: std::process::id(),
-                version: version.to_string(),
-                started: now_rfc3339(),
-                started_epoch: epoch(),
-            },
+            holder: crate::core::liveness::holder(random_hex(8)?, kind, who(), version),
         })
     }
 }
@@ -131,23 +123,28 @@ impl Run<'_, '_> {
                 }
                 let text = out.stdout.lines().next().unwrap_or("").to_string();
                 let h: LockHolder = serde_json::from_str(&text).unwrap_or_default();
-                if attempt == 0 && super::holder_dead_here(&h) {
+                let verdict = liveness::judge_here(&h, ttl);
+                if let (0, Liveness::Stale(why)) = (attempt, &verdict) {
                     eprintln!(
-                        "    the lock's holder (pid {} on this machine, deploying {}) is gone: breaking its lock",
-                        h.pid, h.version
+                        "    the lock's holder ({} {}, pid {}) is stale: {why}; breaking its lock",
+                        h.operation, h.version, h.pid
                     );
                     x.run(&Steps::new(env, &server_of(step)).unlock(&h.id))?;
                     continue;
                 }
-                let age = epoch().saturating_sub(h.started_epoch);
-                let stale = if age > ttl { format!(" — STALE (older than the {ttl}s TTL): break it with `cargo xtask lock release --force`") } else { String::new() };
+                let judged = match verdict {
+                    Liveness::Alive(why) => format!(" — alive: {why}"),
+                    Liveness::Unknown => format!(" — it may still be running (another machine or PID namespace); it becomes stale after the {ttl}s TTL, or break it with `cargo xtask lock release --force --env {}` once you know it is dead", env.name),
+                    Liveness::Stale(why) => format!(" — stale ({why}) but it could not be broken"),
+                };
                 return Err(fail(format!(
-                    "the deploy lock is held by {} (pid {}, {} {}, since {}){stale}",
+                    "the deploy lock is held by {} (pid {}, {} {}, since {}){}{judged}",
                     if h.who.is_empty() { "unknown" } else { &h.who },
                     h.pid,
                     if h.operation.is_empty() { "deploying" } else { &h.operation },
                     h.version,
-                    h.started
+                    h.started,
+                    h.workflow_run.as_ref().map(|r| format!(", workflow run {}", r.url)).unwrap_or_default(),
                 )));
             }
             Err(fail("the deploy lock could not be taken"))
@@ -156,10 +153,23 @@ impl Run<'_, '_> {
         Ok(())
     }
 
+    /// Releases this run's lock; a lock that cannot be released, or that is no longer this run's
+    /// (someone broke it meanwhile), is reported with what to do.
     pub fn unlock(&mut self) {
         if self.locked {
-            if let Err(e) = self.x.run_step(&self.st.unlock(&self.pay.holder.id)) {
-                eprintln!("warning: the deploy lock could not be released: {e:#}");
+            match self.x.run_step(&self.st.unlock(&self.pay.holder.id)) {
+                Err(e) => eprintln!(
+                    "warning: the deploy lock could NOT be released: {}
+release it: cargo xtask lock release --env {}",
+                    self.sh.mask(&format!("{e:#}")),
+                    self.env.name
+                ),
+                Ok(out) if out.stdout.trim() != "released" => eprintln!(
+                    "warning: the deploy lock was no longer this run's ({}): someone broke it meanwhile; see `cargo xtask lock status --env {}`",
+                    out.stdout.trim(),
+                    self.env.name
+                ),
+                Ok(_) => {}
             }
             self.locked = false;
         }

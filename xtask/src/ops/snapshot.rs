@@ -7,8 +7,7 @@
 use super::steps::Steps;
 use crate::config::Env;
 use crate::core::exit::fail;
-use crate::core::records::LockHolder;
-use crate::core::util::{epoch, hex, hostname, now_rfc3339, random_hex};
+use crate::core::util::{hex, now_rfc3339, random_hex};
 use crate::ctx::Ctx;
 use crate::plan::{Executor, Step};
 use crate::server;
@@ -467,16 +466,8 @@ pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) ->
     let probe = server::probe::parse(&x.run_step(&st.probe())?.stdout);
     let c = crate::compose::choose(&probe.compose)?;
     let lock_id = format!("restore-{id}");
-    let holder = LockHolder {
-        id: lock_id.clone(),
-        operation: "restore".into(),
-        who: super::who(),
-        host: hostname(),
-        pid: std::process::id(),
-        version: m.version.clone(),
-        started: now_rfc3339(),
-        started_epoch: epoch(),
-    };
+    let holder =
+        crate::core::liveness::holder(lock_id.clone(), "restore", super::who(), &m.version);
     let lock = x.exec(&st.lock(&holder))?;
     if !lock.ok {
         return Err(fail(format!(

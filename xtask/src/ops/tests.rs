@@ -11,17 +11,20 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
-const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+pub(super) const DIGEST: &str =
+    "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
 /// Answers by step id (queued answers first, then the default: success, no output); records the
 /// id of every step it is asked to run.
 #[derive(Default, Clone)]
-struct Fake {
-    answers: Rc<RefCell<BTreeMap<&'static str, VecDeque<Output>>>>,
+pub(super) struct Fake {
+    pub(super) answers: Rc<RefCell<BTreeMap<&'static str, VecDeque<Output>>>>,
     log: Rc<RefCell<Vec<&'static str>>>,
+    /// A signal "received" while the step with this id runs (`core::signals::simulate`).
+    pub(super) signal_at: Rc<RefCell<Option<(&'static str, i32)>>>,
 }
 
-fn ok(stdout: &str) -> Output {
+pub(super) fn ok(stdout: &str) -> Output {
     Output {
         ok: true,
         code: Some(0),
@@ -30,7 +33,7 @@ fn ok(stdout: &str) -> Output {
     }
 }
 
-fn failed(stdout: &str) -> Output {
+pub(super) fn failed(stdout: &str) -> Output {
     Output {
         ok: false,
         code: Some(1),
@@ -40,7 +43,7 @@ fn failed(stdout: &str) -> Output {
 }
 
 impl Fake {
-    fn answer(&self, id: &'static str, out: Output) -> &Self {
+    pub(super) fn answer(&self, id: &'static str, out: Output) -> &Self {
         self.answers
             .borrow_mut()
             .entry(id)
@@ -48,7 +51,7 @@ impl Fake {
             .push_back(out);
         self
     }
-    fn ran(&self) -> Vec<&'static str> {
+    pub(super) fn ran(&self) -> Vec<&'static str> {
         self.log.borrow().clone()
     }
 }
@@ -56,6 +59,11 @@ impl Fake {
 impl Transport for Fake {
     fn exec(&mut self, _sh: &Ctx, step: &Step) -> Result<Output> {
         self.log.borrow_mut().push(step.id);
+        if let Some((id, sig)) = *self.signal_at.borrow() {
+            if id == step.id {
+                crate::core::signals::simulate(sig);
+            }
+        }
         let next = self
             .answers
             .borrow_mut()
@@ -71,22 +79,22 @@ impl Transport for Fake {
     }
 }
 
-fn env() -> Env {
+pub(super) fn env() -> Env {
     config::test_env("/srv/observer", "/tmp/r.git")
 }
 
-fn healthy_gate(version: &str) -> Output {
+pub(super) fn healthy_gate(version: &str) -> Output {
     ok(&format!(
         "ok health container healthy\nok image r/o:{version}\nok http /health answered 200\nok archive-dir config/observer exists\nok start-line found\nenv QTS_OBSERVER_STANDALONE=1\nenv PYTHONPATH=/app/src:/app\nenv OBSERVER_DATA_DIR=/app/data/observer\nenv OBSERVER_LOG_DIR=/app/logs\nsecret KIS_API_KEY=unset\nsecret KIS_API_SECRET=unset\n"
     ))
 }
 
-fn unhealthy_gate() -> Output {
+pub(super) fn unhealthy_gate() -> Output {
     ok("fail health container unhealthy after 12s\nenv QTS_OBSERVER_STANDALONE=1\n")
 }
 
 /// A fake server running v1.0.0 (last good v1.0.0), whose pull serves `DIGEST`.
-fn server(e: &Env) -> Fake {
+pub(super) fn server(e: &Env) -> Fake {
     let f = Fake::default();
     f.answer(
         "probe",
@@ -99,7 +107,7 @@ fn server(e: &Env) -> Fake {
     f
 }
 
-fn opts(rollback: bool) -> Options {
+pub(super) fn opts(rollback: bool) -> Options {
     Options {
         strategy: rollout::Strategy::Recreate,
         rollback,
@@ -113,7 +121,7 @@ fn opts(rollback: bool) -> Options {
 }
 
 /// What `--dry-run` prints for a rollout of v1.1.0 with these inputs.
-fn dry_run_plan(
+pub(super) fn dry_run_plan(
     e: &Env,
     c: crate::compose::Compose,
     snapshot: bool,
@@ -126,7 +134,7 @@ fn dry_run_plan(
 }
 
 /// Runs a rollout of v1.1.0 against `fake`: (exit code, executor's step ids, transport's log).
-fn run(e: &Env, fake: &Fake, o: &Options) -> (u8, Vec<&'static str>, Vec<&'static str>) {
+pub(super) fn run(e: &Env, fake: &Fake, o: &Options) -> (u8, Vec<&'static str>, Vec<&'static str>) {
     let sh = Ctx::new().unwrap();
     let mut x = Executor::new(&sh, o.dry_run, Box::new(fake.clone()));
     let creds = Creds {
@@ -300,15 +308,32 @@ fn failures_before_the_start_touch_nothing_that_runs_exit_1() {
 fn a_dead_local_holder_is_broken_and_the_deploy_goes_on() {
     let e = env();
     let f = server(&e);
+    // A holder of this machine and boot, in this PID namespace, whose process is gone.
+    let me = crate::core::liveness::Identity::this_process();
     let dead = format!(
-        "{{\"id\":\"old\",\"host\":\"{}\",\"pid\":4294967,\"version\":\"v0.9.0\"}}\nheld",
-        crate::core::util::hostname()
+        "{{\"id\":\"old\",\"host\":\"{}\",\"pid\":4294967,\"version\":\"v0.9.0\",\"boot_id\":\"{}\",\"machine_id\":\"{}\",\"pid_ns\":\"{}\",\"started_epoch\":{}}}\nheld",
+        crate::core::util::hostname(),
+        me.boot_id,
+        me.machine_id,
+        me.pid_ns,
+        crate::core::util::epoch()
     );
     f.answer("lock", failed(&dead))
         .answer("gate", healthy_gate("v1.1.0"));
     let (code, _, log) = run(&e, &f, &opts(true));
     assert_eq!(code, 0);
     assert_eq!(&log[1..4], ["lock", "unlock", "lock"]);
+    // The same host name and pid, but a record that cannot tell (an older tool's): refused.
+    let f = server(&e);
+    let unknown = format!(
+        "{{\"id\":\"old\",\"host\":\"{}\",\"pid\":4294967,\"version\":\"v0.9.0\",\"started_epoch\":{}}}\nheld",
+        crate::core::util::hostname(),
+        crate::core::util::epoch()
+    );
+    f.answer("lock", failed(&unknown));
+    let (code, _, log) = run(&e, &f, &opts(true));
+    assert_eq!(code, 1);
+    assert_eq!(log.last(), Some(&"lock"), "{log:?}");
 }
 
 #[test]
@@ -329,18 +354,18 @@ fn one_connection_and_masked_secrets_in_the_plan() {
 
 // ------------------------------------------------------------------------------------ handoff
 
-fn handoff() -> Options {
+pub(super) fn handoff() -> Options {
     Options {
         strategy: rollout::Strategy::Handoff,
         ..opts(true)
     }
 }
 
-fn candidate_gate(version: &str) -> Output {
+pub(super) fn candidate_gate(version: &str) -> Output {
     healthy_gate(version)
 }
 
-fn active(container: &str) -> Output {
+pub(super) fn active(container: &str) -> Output {
     ok(&format!(
         "ok handoff {container} is active: status=200 role=active instance=cd"
     ))

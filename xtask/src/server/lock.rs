@@ -11,11 +11,12 @@ pub fn acquire(env: &Env) -> String {
     format!("mkdir -p {d} && if mkdir {d}/lock 2>/dev/null; then cat > {d}/lock/holder.json && echo acquired; else cat {d}/lock/holder.json 2>/dev/null; echo; echo held; exit 1; fi")
 }
 
-/// Releases the lock only when the holder record carries `id`.
+/// Releases the lock only when the holder record carries `id`: prints `released`, `absent` (no
+/// lock) or `not-ours` (another holder's: left alone); exits non-zero when it cannot be removed.
 pub fn release(env: &Env, id: &str) -> String {
     let d = q(&deploy_dir(env));
     format!(
-        "grep -q {} {d}/lock/holder.json 2>/dev/null && rm -rf {d}/lock; true",
+        "if [ ! -d {d}/lock ]; then echo absent; elif grep -q {} {d}/lock/holder.json 2>/dev/null; then rm -rf {d}/lock && echo released; else echo not-ours; fi",
         q(id)
     )
 }

@@ -2,10 +2,11 @@
 
 use crate::config;
 use crate::core::exit::fail;
+use crate::core::liveness::{judge_here, Liveness};
 use crate::core::records::LockHolder;
 use crate::core::util::epoch;
 use crate::ctx::Ctx;
-use crate::ops::{self, holder_dead_here};
+use crate::ops;
 use crate::plan::Step;
 use crate::server::lock;
 use anyhow::Result;
@@ -23,8 +24,8 @@ pub struct Lock {
 enum LockCmd {
     /// Who holds the deploy lock, since when, and whether it is stale.
     Status,
-    /// Release the lock: a stale one (older than the TTL, or its holder's process on this machine
-    /// is gone) as it is; one that is not stale needs --force.
+    /// Release the lock: a stale one (older than the TTL, its holder's process on this machine
+    /// gone, or its workflow run finished) as it is; one that is not stale needs --force.
     Release {
         #[arg(long)]
         force: bool,
@@ -46,9 +47,10 @@ impl Lock {
         }
         let h: LockHolder = serde_json::from_str(text).unwrap_or_default();
         let age = epoch().saturating_sub(h.started_epoch);
-        let stale = age > env.cfg.lock_ttl_s || holder_dead_here(&h);
+        let verdict = judge_here(&h, env.cfg.lock_ttl_s);
+        let stale = matches!(verdict, Liveness::Stale(_));
         println!(
-            "lock: held by {} (pid {}, {} {}, since {}, {age}s ago){}",
+            "lock: held by {} (pid {}, {} {}, since {}, {age}s ago{}){}",
             h.who,
             h.pid,
             if h.operation.is_empty() {
@@ -58,7 +60,18 @@ impl Lock {
             },
             h.version,
             h.started,
-            if stale { " — STALE" } else { "" }
+            h.workflow_run
+                .as_ref()
+                .map(|r| format!(", workflow run {}", r.url))
+                .unwrap_or_default(),
+            match &verdict {
+                Liveness::Stale(why) => format!(" — STALE: {why}"),
+                Liveness::Alive(why) => format!(" — alive: {why}"),
+                Liveness::Unknown => format!(
+                    " — cannot tell from here whether it runs; stale after the {}s TTL",
+                    env.cfg.lock_ttl_s
+                ),
+            }
         );
         match self.cmd {
             LockCmd::Status => Ok(()),

@@ -184,6 +184,10 @@ impl Release {
     pub fn run(self, sh: &Ctx) -> Result<()> {
         let t0 = std::time::Instant::now();
         version::validate(&self.version)?;
+        // SIGINT/SIGTERM stop the release between steps (it resumes where it stopped).
+        if let Err(e) = crate::core::signals::install() {
+            eprintln!("warning: SIGINT/SIGTERM cannot be deferred to a safe point: {e}");
+        }
         let file = config::load(sh)?;
         let env = config::environment(sh, &file, &self.env)?;
         let creds = registry::credentials(sh, &env); // masks the token first under Actions

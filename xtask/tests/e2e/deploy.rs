@@ -372,7 +372,7 @@ pub fn deploy_killed_midway_converges_and_rollback_goes_back() {
     let r = c.xtask(&["deploy", "--env", "sandbox", "--tag", &v2]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
-        r.stderr.contains("is gone: breaking its lock"),
+        r.stderr.contains("is gone; breaking its lock"),
         "{}",
         r.stderr
     );

@@ -211,3 +211,53 @@ pub fn assert_archive_valid() {
         .env("PYTHONPATH", repo().join("app/src")));
     assert_eq!(r.code, 0, "archive check failed:\n{}", r.all());
 }
+
+/// The xtask binary started in the background from `root`, stderr to `log`, stdout discarded;
+/// `envs` added (the same base environment as [`xtask`]).
+pub fn spawn_xtask(
+    root: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    log: &Path,
+) -> std::process::Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.args(args)
+        .current_dir(root)
+        .env("XTASK_ROOT", root)
+        .env("XTASK_SANDBOX_DIR", sandbox_dir())
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("REGISTRY_TOKEN")
+        .env_remove("REGISTRY_USER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.spawn().expect("spawn xtask")
+}
+
+/// Waits (at most `secs`) until `log` contains `text`; panics with the log otherwise.
+pub fn wait_for_log(log: &Path, text: &str, secs: u64) {
+    let t = std::time::Instant::now();
+    loop {
+        let now = std::fs::read_to_string(log).unwrap_or_default();
+        if now.contains(text) {
+            return;
+        }
+        assert!(
+            t.elapsed().as_secs() < secs,
+            "`{text}` did not appear within {secs}s:\n{now}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Waits for a background xtask and records its log in the transcript: (exit code, log).
+pub fn finish_xtask(mut child: std::process::Child, log: &Path) -> (i32, String) {
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    TRANSCRIPT.lock().unwrap().push_str(&text);
+    let _ = std::fs::remove_file(log);
+    (status.code().unwrap_or(-1), text)
+}
