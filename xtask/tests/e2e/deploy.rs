@@ -267,13 +267,6 @@ pub fn deploy_lock_held_then_stale_then_forced() {
     std::fs::create_dir_all(&lock).unwrap();
     let holder = serde_json::json!({"id": "other", "who": "alice@laptop", "pid": 4242, "version": "v9.9.9", "started": "2026-01-01T00:00:00Z", "started_epoch": 1});
     std::fs::write(lock.join("holder.json"), holder.to_string()).unwrap();
-    let good = last_good();
-    let r = c.xtask(&["deploy", "--env", "sandbox", "--tag", &v]);
-    assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.stderr.contains("held by alice@laptop"), "{}", r.stderr);
-    assert!(r.stderr.contains("STALE"), "{}", r.stderr);
-    assert_eq!(last_good(), good);
-    assert!(lock.exists(), "someone else's lock must not be removed");
     let st = c.xtask(&["lock", "status", "--env", "sandbox"]);
     assert!(
         st.stdout.contains("alice@laptop") && st.stdout.contains("STALE"),
@@ -292,12 +285,28 @@ pub fn deploy_lock_held_then_stale_then_forced() {
     assert_eq!(r.code, 1, "without --force a live lock stays: {}", r.all());
     assert!(r.stderr.contains("--force"), "{}", r.all());
     assert!(lock.exists());
+    // A live holder that nothing here can judge (another machine) refuses a deploy.
+    let good = last_good();
+    let r = c.xtask(&["deploy", "--env", "sandbox", "--tag", &v]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("held by bob@laptop"), "{}", r.stderr);
+    assert!(r.stderr.contains("--force"), "{}", r.stderr);
+    assert_eq!(last_good(), good);
+    assert!(lock.exists(), "someone else's lock must not be removed");
     let r = c.xtask(&["lock", "release", "--env", "sandbox", "--force"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains("released (forced)"), "{}", r.all());
     assert!(!lock.exists());
+    // A lock older than the TTL is stale: the next deploy breaks it.
+    std::fs::create_dir_all(&lock).unwrap();
+    std::fs::write(lock.join("holder.json"), holder.to_string()).unwrap();
     let r = c.xtask(&["deploy", "--env", "sandbox", "--tag", &v]);
     assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr.contains("TTL") && r.stderr.contains("breaking its lock"),
+        "{}",
+        r.stderr
+    );
     assert!(!lock.exists(), "the lock is released after a deploy");
 }
 
