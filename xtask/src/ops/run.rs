@@ -127,7 +127,9 @@ impl Run<'_, '_> {
                 if let (0, Liveness::Stale(why)) = (attempt, &verdict) {
                     eprintln!(
                         "    the lock's holder ({} {}, pid {}) is stale: {why}; breaking its lock",
-                        h.operation, h.version, h.pid
+                        if h.operation.is_empty() { "deploying" } else { &h.operation },
+                        h.version,
+                        h.pid
                     );
                     x.run(&Steps::new(env, &server_of(step)).unlock(&h.id))?;
                     continue;
