@@ -49,7 +49,7 @@ fn nothing_left_in(tmp: &Path) {
     let left: Vec<_> = std::fs::read_dir(tmp).unwrap().flatten().collect();
     assert!(left.is_empty(), "left in TMPDIR: {left:?}");
     let ssh = sh(&format!(
-        "pgrep -af ssh | grep -F '{}' || true",
+        "pgrep -a -x ssh | grep -F '{}' || true",
         tmp.display()
     ));
     assert!(
