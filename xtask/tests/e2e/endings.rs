@@ -5,6 +5,7 @@
 
 use crate::common::*;
 use crate::deploy::{last_good, running_version, server_dir};
+use crate::handoff::{history_last, no_candidate_left};
 use crate::release::version;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,19 +23,6 @@ fn deploy(c: &Clone, v: &str) -> Run {
 
 fn lock_dir() -> PathBuf {
     server_dir().join(".deploy/lock")
-}
-
-fn history_last() -> serde_json::Value {
-    let h = std::fs::read_to_string(server_dir().join(".deploy/history.jsonl")).unwrap();
-    serde_json::from_str(h.lines().last().unwrap()).unwrap()
-}
-
-fn no_candidate_left() {
-    let names = sh("docker ps -a --format '{{.Names}}'").stdout;
-    assert!(
-        names.lines().all(|n| n != "qts-observer-next"),
-        "a candidate container was left behind:\n{names}"
-    );
 }
 
 /// A private TMPDIR for one run: the tool's SSH directory (control socket, key copy) lives there.
@@ -60,9 +48,24 @@ fn nothing_left_in(tmp: &Path) {
     let _ = std::fs::remove_dir_all(tmp);
 }
 
-fn signal(child: &std::process::Child, sig: &str) {
+/// Deploys `v` in the background with a private TMPDIR, sends `sig` (a `kill` name) when its log
+/// shows `when`, and asserts that nothing of the run is left in its TMPDIR: (exit code, log).
+fn interrupted_deploy(c: &Clone, v: &str, when: &str, sig: &str) -> (i32, String) {
+    let tmp = private_tmp();
+    let log = tmp.with_extension("log");
+    let tmp_s = tmp.display().to_string();
+    let child = spawn_xtask(
+        &c.dir,
+        &["deploy", "--env", "sandbox", "--tag", v, "--no-snapshot"],
+        &[("TMPDIR", &tmp_s)],
+        &log,
+    );
+    wait_for_log(&log, when, 180);
     let r = sh(&format!("kill -{sig} {}", child.id()));
     assert_eq!(r.code, 0, "{}", r.all());
+    let out = finish_xtask(child, &log);
+    nothing_left_in(&tmp);
+    out
 }
 
 #[test]
@@ -76,18 +79,7 @@ pub fn endings_signals_undo_before_the_handoff_and_finish_after_it() {
     let (_, started) = running_version();
 
     // SIGTERM (a cancelled workflow) during the candidate's soak: undone, v1 never stopped.
-    let tmp = private_tmp();
-    let log = tmp.with_extension("log");
-    let tmp_s = tmp.display().to_string();
-    let child = spawn_xtask(
-        &c.dir,
-        &["deploy", "--env", "sandbox", "--tag", &v2, "--no-snapshot"],
-        &[("TMPDIR", &tmp_s)],
-        &log,
-    );
-    wait_for_log(&log, "==> Soak", 180);
-    signal(&child, "TERM");
-    let (code, text) = finish_xtask(child, &log);
+    let (code, text) = interrupted_deploy(&c, &v2, "==> Soak", "TERM");
     assert_eq!(code, 143, "{text}");
     assert!(
         text.contains("interrupted by SIGTERM before") && text.contains("never stopped"),
@@ -95,7 +87,6 @@ pub fn endings_signals_undo_before_the_handoff_and_finish_after_it() {
     );
     assert!(!lock_dir().exists(), "the lock is released");
     no_candidate_left();
-    nothing_left_in(&tmp);
     assert_eq!(running_version(), (v1.clone(), started), "v1 never stopped");
     assert!(last_good().starts_with(&format!("{v1} ")));
     let env = std::fs::read_to_string(server_dir().join(".env")).unwrap();
@@ -111,23 +102,11 @@ pub fn endings_signals_undo_before_the_handoff_and_finish_after_it() {
         .contains("interrupted by SIGTERM"));
 
     // SIGINT (Ctrl-C) right after the old version stopped: the deploy is finished.
-    let tmp = private_tmp();
-    let log = tmp.with_extension("log");
-    let tmp_s = tmp.display().to_string();
-    let child = spawn_xtask(
-        &c.dir,
-        &["deploy", "--env", "sandbox", "--tag", &v2, "--no-snapshot"],
-        &[("TMPDIR", &tmp_s)],
-        &log,
-    );
-    wait_for_log(&log, "==> Hand off: stop qts-observer;", 180);
-    signal(&child, "INT");
-    let (code, text) = finish_xtask(child, &log);
+    let (code, text) = interrupted_deploy(&c, &v2, "==> Hand off: stop qts-observer;", "INT");
     assert_eq!(code, 130, "{text}");
     assert!(text.contains("the deploy was finished"), "{text}");
     assert!(!lock_dir().exists());
     no_candidate_left();
-    nothing_left_in(&tmp);
     assert_eq!(running_version().0, v2);
     assert!(last_good().starts_with(&format!("{v2} ")));
     assert_archive_valid();
@@ -226,18 +205,19 @@ pub fn endings_the_lock_between_live_and_dead_holders() {
     // its pid means nothing here, so its lock is never broken.
     let v3 = release(&c);
     let log = std::env::temp_dir().join(format!("pidns-{}.log", unique()));
-    let child = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc"])
-        .arg(env!("CARGO_BIN_EXE_xtask"))
-        .args(["deploy", "--env", "sandbox", "--tag", &v3, "--no-snapshot"])
-        .current_dir(&c.dir)
-        .env("XTASK_ROOT", &c.dir)
-        .env("XTASK_SANDBOX_DIR", sandbox_dir())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut unshare = xtask_cmd(
+        "unshare",
+        &c.dir,
+        &[
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            env!("CARGO_BIN_EXE_xtask"),
+        ],
+        &[],
+    );
+    unshare.args(["deploy", "--env", "sandbox", "--tag", &v3, "--no-snapshot"]);
+    let child = spawn_logged(unshare, &log);
     wait_for_log(&log, "==> Soak", 180);
     let holder: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(lock_dir().join("holder.json")).unwrap())

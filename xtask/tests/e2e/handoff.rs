@@ -37,12 +37,12 @@ fn release_broken(c: &Clone, what: &str, edit: impl FnOnce(&std::path::Path)) ->
     v
 }
 
-fn history_last() -> serde_json::Value {
+pub fn history_last() -> serde_json::Value {
     let h = std::fs::read_to_string(server_dir().join(".deploy/history.jsonl")).unwrap();
     serde_json::from_str(h.lines().last().unwrap()).unwrap()
 }
 
-fn no_candidate_left() {
+pub fn no_candidate_left() {
     let names = sh("docker ps -a --format '{{.Names}}'").stdout;
     assert!(
         names.lines().all(|n| n != "qts-observer-next"),

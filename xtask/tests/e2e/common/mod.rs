@@ -93,9 +93,10 @@ pub fn sh(script: &str) -> Run {
     run(Command::new("sh").arg("-c").arg(script))
 }
 
-/// The xtask binary with `root` as its repository and the shared sandbox.
-pub fn xtask(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+/// `program` (the xtask binary, or a wrapper given `args` before it) with `root` as the
+/// repository and the shared sandbox, `envs` added.
+pub fn xtask_cmd(program: &str, root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(program);
     c.args(args)
         .current_dir(root)
         .env("XTASK_ROOT", root)
@@ -107,7 +108,17 @@ pub fn xtask(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
     for (k, v) in envs {
         c.env(k, v);
     }
-    run(&mut c)
+    c
+}
+
+/// The xtask binary with `root` as its repository and the shared sandbox.
+pub fn xtask(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
+    run(&mut xtask_cmd(
+        env!("CARGO_BIN_EXE_xtask"),
+        root,
+        args,
+        envs,
+    ))
 }
 
 pub fn ensure_sandbox() {
@@ -212,29 +223,26 @@ pub fn assert_archive_valid() {
     assert_eq!(r.code, 0, "archive check failed:\n{}", r.all());
 }
 
-/// The xtask binary started in the background from `root`, stderr to `log`, stdout discarded;
-/// `envs` added (the same base environment as [`xtask`]).
+/// `cmd` started in the background, stderr to `log`, stdout discarded.
+pub fn spawn_logged(mut cmd: Command, log: &Path) -> std::process::Child {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn")
+}
+
+/// The xtask binary started in the background from `root` (as [`xtask`]), stderr to `log`.
 pub fn spawn_xtask(
     root: &Path,
     args: &[&str],
     envs: &[(&str, &str)],
     log: &Path,
 ) -> std::process::Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.args(args)
-        .current_dir(root)
-        .env("XTASK_ROOT", root)
-        .env("XTASK_SANDBOX_DIR", sandbox_dir())
-        .env_remove("GITHUB_ACTIONS")
-        .env_remove("REGISTRY_TOKEN")
-        .env_remove("REGISTRY_USER")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.spawn().expect("spawn xtask")
+    spawn_logged(
+        xtask_cmd(env!("CARGO_BIN_EXE_xtask"), root, args, envs),
+        log,
+    )
 }
 
 /// Waits (at most `secs`) until `log` contains `text`; panics with the log otherwise.
