@@ -120,9 +120,16 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
             snapshot::move_aside(&e, ".restore-undo/20261129T100000Z-before-x"),
         ),
         ("snapshot-cut-tail", snapshot::cut_tail(&e, &tail)),
+        ("snapshot-prune-scan", snapshot::prune_scan(&e)),
         (
-            "snapshot-delete",
-            snapshot::delete(&e, &["20261129T100000Z-abcdef".into()]),
+            "snapshot-remove-files",
+            snapshot::remove_files(
+                &e,
+                &[
+                    "20261129T100000Z-abcdef.tar.zst".into(),
+                    "20261129T100000Z-abcdef.tar.zst.partial".into(),
+                ],
+            ),
         ),
     ]
 }
