@@ -10,6 +10,7 @@ mod benchmarks;
 mod check_env;
 mod conformance;
 mod deploy;
+mod foreign;
 mod handoff;
 mod provenance;
 mod registry_auth;
