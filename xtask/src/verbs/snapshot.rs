@@ -2,6 +2,7 @@
 //! server's deploy root (the streams are in `ops::snapshot`, the scripts in `server::snapshot`).
 
 use crate::config;
+use crate::core::contract::CONTAINER;
 use crate::core::exit::{fail, usage};
 use crate::ctx::Ctx;
 use crate::ops::{self, snapshot, steps::Steps};
@@ -98,8 +99,14 @@ impl Snapshot {
         let s = server.name.clone();
         match self.cmd {
             SnapshotCmd::Create { no_logs } => {
-                let probe = x.run_step(&Steps::new(&env, &s).probe())?;
-                let version = server::tag_of(&server::probe::parse(&probe.stdout).running);
+                let probe =
+                    server::probe::parse(&x.run_step(&Steps::new(&env, &s).probe())?.stdout);
+                // A foreign `qts-observer` (issue 12) is not the deployed version.
+                let version = if probe.foreign.iter().any(|f| f.container == CONTAINER) {
+                    String::new()
+                } else {
+                    server::tag_of(&probe.running)
+                };
                 let m = x.step("Create the snapshot", |x| {
                     snapshot::create(x, &env, &s, &version, no_logs)
                 })?;
