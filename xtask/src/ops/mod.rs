@@ -3,6 +3,7 @@
 //! rollback decision tree.
 
 pub mod provenance;
+pub mod prune;
 pub mod recovery;
 pub mod rollout;
 pub mod run;
@@ -11,10 +12,12 @@ pub mod snapshot;
 pub mod steps;
 
 use crate::config::{Env, Server};
+use crate::core::exit::fail;
 use crate::core::records::HistoryRecord;
 use crate::core::util::{env_nonempty, hostname};
 use crate::ctx::Ctx;
 use crate::plan::{Executor, Real, Step};
+use crate::server::probe::{Foreign, Probe};
 use crate::server::{self, gate::Gate};
 use crate::transport::Session;
 use anyhow::{bail, Result};
@@ -112,14 +115,44 @@ pub fn read_history(
         .collect())
 }
 
-/// The running version and the whole history, over `x`'s one session.
+/// Runs the probe step and refuses (exit 1, inside the step, before any lock, upload or
+/// snapshot) when a container named `qts-observer` or `qts-observer-next` belongs to another
+/// compose project (issue 12 item 6): deploy, rollback and snapshot restore all start here.
+pub fn probe(x: &mut Executor, st: &Steps) -> Result<Probe> {
+    let step = st.probe();
+    x.step_of(&step, |x| {
+        let p = server::probe::parse(&x.run(&step)?.stdout);
+        refuse_foreign(&p.foreign, &st.server)?;
+        Ok(p)
+    })
+}
+
+/// The refusal for foreign containers (none: `Ok`): each named with its project and how a person
+/// clears the name. The tool never stops, removes or renames them.
+pub fn refuse_foreign(foreign: &[Foreign], server: &str) -> Result<()> {
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    let each: Vec<String> = foreign
+        .iter()
+        .map(|f| format!("{}; {}", f.describe(), f.recovery()))
+        .collect();
+    Err(fail(format!(
+        "{server}: {}
+refusing: nothing was locked, uploaded, snapshotted or stopped, and the tool never touches that container; clear the name, then run this again",
+        each.join("\n")
+    )))
+}
+
+/// The running version and the whole history, over `x`'s one session (a foreign container under
+/// the service's name is refused, as in [`probe`]).
 pub fn running_and_history(
     x: &mut Executor,
     env: &Env,
     server: &str,
 ) -> Result<(String, Vec<HistoryRecord>)> {
     let st = Steps::new(env, server);
-    let probe = server::probe::parse(&x.run(&st.probe())?.stdout);
+    let probe = probe(x, &st)?;
     Ok((
         server::tag_of(&probe.running),
         read_history(x, server, env, 100_000)?,

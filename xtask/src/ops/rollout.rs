@@ -1,6 +1,7 @@
 //! The rollout of one version on one server, and its rollback decision tree. Over ONE SSH
 //! connection: probe, lock, upload, pull while the old version still runs (digest checked), the
-//! mounted folders' ownership, the pre-deploy snapshot, start, health gate, record, prune, unlock.
+//! mounted folders' ownership, the pre-deploy snapshot, start, health gate, record, prune images
+//! and snapshots, unlock.
 //! When the gate fails: the failed criteria and the container's log, then (unless disabled) the
 //! last good version is started again through the same gate.
 //!
@@ -88,6 +89,7 @@ pub fn plan(
         ..HistoryRecord::default()
     }));
     p.push(st.prune());
+    p.push(st.prune_snapshots());
     p.push(st.unlock(&pay.holder.id));
     p
 }
@@ -205,7 +207,7 @@ pub fn rollout<'a>(
 ) -> Result<Verdict> {
     let server = env.servers[0].name.clone();
     let st = Steps::new(env, &server);
-    let probe = server::probe::parse(&x.run_step(&st.probe())?.stdout);
+    let probe = super::probe(x, &st)?;
     super::provenance::check_downgrade(
         &server::tag_of(&probe.running),
         version,
@@ -523,6 +525,8 @@ fn execute(run: &mut Run, plan: &Plan) -> Result<Verdict> {
                     );
                 }
             }
+            // issue 12: never turns a healthy deploy into a failure (a warning, exit 0).
+            "prune-snapshots" => super::prune::after_deploy(run, step),
             "unlock" => run.unlock(),
             _ => {
                 run.x.run_step(step)?;

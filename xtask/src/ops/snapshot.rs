@@ -463,7 +463,7 @@ pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) ->
         Ok(m)
     })?;
     let st = Steps::new(env, server);
-    let probe = server::probe::parse(&x.run_step(&st.probe())?.stdout);
+    let probe = super::probe(x, &st)?;
     let c = crate::compose::choose(&probe.compose)?;
     let lock_id = format!("restore-{id}");
     let holder =

@@ -262,6 +262,18 @@ impl<'a> Steps<'a> {
             app::images(self.env),
         )
     }
+    /// Snapshot retention after a healthy deploy or rollback (issue 12; run by `ops::prune`):
+    /// the scan of the backups folder and the history; the deletions follow as their own step.
+    pub fn prune_snapshots(&self) -> Step {
+        self.remote(
+            "prune-snapshots",
+            format!(
+                "Prune snapshots (keep {}, never the one a rollback needs) and stale partial files",
+                self.env.cfg.keep_snapshots
+            ),
+            snapshot::prune_scan(self.env),
+        )
+    }
     pub fn rmi(&self, tags: &[String]) -> Step {
         self.remote(
             "prune-rm",

@@ -583,3 +583,5 @@ fn a_running_observer_without_the_writer_lock_is_replaced_by_recreate() {
     assert_eq!(code, 0);
     assert!(!log.contains(&"candidate"), "{log:?}");
 }
+
+mod foreign_and_prune;

@@ -8,7 +8,7 @@
 
 use crate::compose::Compose;
 use crate::config::Env;
-use crate::core::contract::CONTAINER;
+use crate::core::contract::{CONTAINER, PROJECT};
 
 /// The candidate's container name: only the tool creates (and removes) it.
 pub const CANDIDATE: &str = "qts-observer-next";
@@ -20,9 +20,24 @@ pub fn role_of(container: &str) -> String {
     format!("{{ docker exec {container} python3 -m observer.role 2>/dev/null || echo status=0; }}")
 }
 
-/// Removes a candidate left by an earlier run that failed (never anything else).
+/// The compose label naming a container's project (what `COMPOSE_PROJECT_NAME` sets).
+pub const PROJECT_LABEL: &str = "com.docker.compose.project";
+
+/// A shell condition: `container` exists and carries the observer project's compose label
+/// (issue 12: anything else under the name is foreign and never touched).
+pub fn is_ours(container: &str) -> String {
+    format!(
+        "[ \"$(docker container inspect -f '{{{{index .Config.Labels \"{PROJECT_LABEL}\"}}}}' {container} 2>/dev/null)\" = {PROJECT} ]"
+    )
+}
+
+/// Removes a candidate left by an earlier run that failed (never anything else): a
+/// `qts-observer-next` of another compose project is left alone and fails the step (exit 1).
 pub fn clean_candidate() -> String {
-    format!("docker rm -f {CANDIDATE} >/dev/null 2>&1; true")
+    format!(
+        "if ! docker container inspect {CANDIDATE} >/dev/null 2>&1; then true; elif {ours}; then docker rm -f {CANDIDATE} >/dev/null 2>&1; true; else echo \"{CANDIDATE} is not the {PROJECT} project's: not removed\" >&2; exit 1; fi",
+        ours = is_ours(CANDIDATE)
+    )
 }
 
 /// Starts the candidate: `compose run -d` of the service, without its host port.
@@ -57,7 +72,10 @@ pub fn start(container: &str) -> String {
     format!("docker start {container} >/dev/null")
 }
 
-/// Stops and removes the candidate.
+/// Stops and removes the candidate (only the observer project's: never a foreign one).
 pub fn remove_candidate() -> String {
-    format!("docker stop -t 15 {CANDIDATE} >/dev/null 2>&1; docker rm -f {CANDIDATE} >/dev/null 2>&1; true")
+    format!(
+        "if {}; then docker stop -t 15 {CANDIDATE} >/dev/null 2>&1; docker rm -f {CANDIDATE} >/dev/null 2>&1; fi; true",
+        is_ours(CANDIDATE)
+    )
 }

@@ -190,6 +190,59 @@ pub fn list(env: &Env) -> String {
     )
 }
 
+/// The partial files a `snapshot create` leaves when it is killed: the archive being streamed
+/// (`ID.tar.zst.partial`) and the manifest being written (`ID.manifest.json.tmp`).
+pub const PARTIAL_SUFFIXES: [&str; 2] = [".tar.zst.partial", ".manifest.json.tmp"];
+
+/// What a prune needs, in one round trip (issue 12 item 5): [`list`]'s lines, then
+/// `P AGE_S NAME` per partial file (age in seconds since its last write), then `H JSON` per line
+/// of `.deploy/history.jsonl` (what `rollback --restore` reads).
+pub fn prune_scan(env: &Env) -> String {
+    let globs = PARTIAL_SUFFIXES
+        .iter()
+        .map(|s| format!("*{s}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "( {list} ); now=$(date +%s); if cd {b} 2>/dev/null; then for f in {globs}; do [ -e \"$f\" ] || continue; echo \"P $((now - $(stat -c %Y \"$f\"))) $f\"; done; fi; sed 's/^/H /' {h} 2>/dev/null; true",
+        list = list(env),
+        b = backups(env),
+        h = q(&format!("{}/history.jsonl", super::deploy_dir(env)))
+    )
+}
+
+/// A partial file [`prune_scan`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    /// The file's name in the backups folder.
+    pub name: String,
+    /// Seconds since it was last written.
+    pub age_s: u64,
+}
+
+/// The `P` lines of [`prune_scan`]'s output (a name with a `/` is skipped).
+pub fn parse_partials(out: &str) -> Vec<Partial> {
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("P ")?.splitn(2, ' ');
+            let age_s = w.next()?.parse().ok()?;
+            let name = w.next()?.to_string();
+            (!name.is_empty() && !name.contains('/')).then_some(Partial { name, age_s })
+        })
+        .collect()
+}
+
+/// The `H` lines of [`prune_scan`]'s output: the history's JSON lines, as written.
+pub fn history_lines(out: &str) -> impl Iterator<Item = &str> {
+    out.lines().filter_map(|l| l.strip_prefix("H "))
+}
+
+/// Removes files of the backups folder (`names` relative to it; nothing when empty).
+pub fn remove_files(env: &Env, names: &[String]) -> String {
+    let files: Vec<String> = names.iter().map(|n| q(n)).collect();
+    format!("cd {} && rm -f -- {}", backups(env), files.join(" "))
+}
+
 /// One line of [`list`]'s output.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Listed {
@@ -255,16 +308,6 @@ pub fn cut_tail(env: &Env, t: &PartialTail) -> String {
         t.keep_bytes,
         q(&format!("{}/{}", env.remote_dir, t.path))
     )
-}
-
-/// Deletes the given snapshots' files.
-pub fn delete(env: &Env, ids: &[String]) -> String {
-    let files: Vec<String> = ids
-        .iter()
-        .flat_map(|id| files(env, id))
-        .map(|f| q(&f))
-        .collect();
-    format!("rm -f {}", files.join(" "))
 }
 
 #[cfg(test)]

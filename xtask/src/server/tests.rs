@@ -120,9 +120,16 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
             snapshot::move_aside(&e, ".restore-undo/20261129T100000Z-before-x"),
         ),
         ("snapshot-cut-tail", snapshot::cut_tail(&e, &tail)),
+        ("snapshot-prune-scan", snapshot::prune_scan(&e)),
         (
-            "snapshot-delete",
-            snapshot::delete(&e, &["20261129T100000Z-abcdef".into()]),
+            "snapshot-remove-files",
+            snapshot::remove_files(
+                &e,
+                &[
+                    "20261129T100000Z-abcdef.tar.zst".into(),
+                    "20261129T100000Z-abcdef.tar.zst.partial".into(),
+                ],
+            ),
         ),
     ]
 }
@@ -367,5 +374,69 @@ fn candidate_gate_reads_the_status_through_the_role_probe() {
     std::fs::write(&docker, "#!/bin/sh\nexit 1\n").unwrap();
     let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
     assert_eq!(run(path), "0", "no answer reads as status 0");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn foreign_containers_are_parsed_from_their_labels() {
+    let out = "running=observer:latest\nowner.qts-observer=app|/home/p/app\nowner.qts-observer-next=observer|/srv/observer\n";
+    let f = probe::parse(out).foreign;
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].container, "qts-observer");
+    assert_eq!(
+        f[0].describe(),
+        "qts-observer belongs to compose project `app` (working dir /home/p/app), not `observer`: not the deployed service"
+    );
+    assert!(f[0]
+        .recovery()
+        .contains("`docker rename qts-observer qts-observer-local`"));
+    assert!(f[0].recovery().contains("docker compose -p app down"));
+    // No container: no line value; no label: foreign, of no project.
+    assert!(probe::parse_foreign("owner.qts-observer=\n").is_empty());
+    let f = probe::parse_foreign("owner.qts-observer-next=|\n");
+    assert_eq!(f[0].container, "qts-observer-next");
+    assert!(f[0].describe().contains("no compose project"), "{f:?}");
+}
+
+/// The candidate clean-up run for real with a stand-in `docker`: a foreign `qts-observer-next`
+/// is never removed (the step fails instead); the observer project's is.
+#[test]
+fn clean_candidate_never_removes_a_foreign_candidate() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("obs-fake-docker-cc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("log");
+    for (project, code, removed) in [("app", 1, false), ("observer", 0, true), ("", 1, false)] {
+        let _ = std::fs::remove_file(&log);
+        std::fs::write(
+            dir.join("docker"),
+            format!(
+                "#!/bin/sh\necho \"$*\" >> '{}'\ncase \"$*\" in 'container inspect -f'*) echo '{project}';; esac\nexit 0\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(dir.join("docker"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+        for script in [handoff::clean_candidate(), handoff::remove_candidate()] {
+            let _ = std::fs::remove_file(&log);
+            let out = duct::cmd!("sh", "-c", &script)
+                .env("PATH", &path)
+                .stderr_capture()
+                .unchecked()
+                .run()
+                .unwrap();
+            let calls = std::fs::read_to_string(&log).unwrap_or_default();
+            assert_eq!(calls.contains("rm -f"), removed, "{project}: {calls}");
+            assert!(!calls.contains("rename"), "{calls}");
+            assert!(removed || !calls.contains("stop"), "{calls}");
+            if script == handoff::clean_candidate() {
+                assert_eq!(out.status.code(), Some(code), "{project}: {calls}");
+            } else {
+                assert!(out.status.success());
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -465,6 +465,14 @@ fn remote_checks(sh: &Ctx, env: &Env, r: &mut Report) {
             format!("the server's login environment sets {names}: the tool runs compose with `env -i`, so deploys ignore them, but a person's `docker compose` on the server would use them over .env"),
         ),
     }
+    // issue 12: a container under the service's (or the candidate's) name from another compose
+    // project is not the deployed service; its env is not read.
+    for f in probe::parse_foreign(o) {
+        r.fail(
+            format!("remote {}", f.container),
+            format!("{}; {}", f.describe(), f.recovery()),
+        );
+    }
     let cenv: Vec<&str> = o
         .lines()
         .filter(|l| l.starts_with("cenv ") || l.starts_with("csecret "))

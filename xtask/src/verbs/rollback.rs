@@ -51,18 +51,12 @@ impl Rollback {
         secrets::check_kept(&mut x, &env, &server.name)?;
         if self.restore {
             let (running, hist) = ops::running_and_history(&mut x, &env, &server.name)?;
-            let id = hist
-                .iter()
-                .rev()
-                .find(|r| {
-                    r.kind == "deploy" && r.outcome == Outcome::Success && r.version == running
-                })
-                .and_then(|r| r.snapshot.clone())
-                .ok_or_else(|| {
-                    fail(format!(
-                        "no pre-deploy snapshot recorded for the running version {running}"
-                    ))
-                })?;
+            // The same rule the snapshot prune protects (`ops::prune`, issue 12).
+            let id = ops::prune::restore_target(&hist, &running).ok_or_else(|| {
+                fail(format!(
+                    "no pre-deploy snapshot recorded for the running version {running}"
+                ))
+            })?;
             validate_id(&id)?;
             if self.dry_run {
                 eprintln!("would restore snapshot {id} (taken before {running} was deployed)");

@@ -2,10 +2,10 @@
 //! server's deploy root (the streams are in `ops::snapshot`, the scripts in `server::snapshot`).
 
 use crate::config;
+use crate::core::contract::CONTAINER;
 use crate::core::exit::{fail, usage};
 use crate::ctx::Ctx;
 use crate::ops::{self, snapshot, steps::Steps};
-use crate::plan::Step;
 use crate::server::{self, snapshot as ss};
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -99,8 +99,14 @@ impl Snapshot {
         let s = server.name.clone();
         match self.cmd {
             SnapshotCmd::Create { no_logs } => {
-                let probe = x.run_step(&Steps::new(&env, &s).probe())?;
-                let version = server::tag_of(&server::probe::parse(&probe.stdout).running);
+                let probe =
+                    server::probe::parse(&x.run_step(&Steps::new(&env, &s).probe())?.stdout);
+                // A foreign `qts-observer` (issue 12) is not the deployed version.
+                let version = if probe.foreign.iter().any(|f| f.container == CONTAINER) {
+                    String::new()
+                } else {
+                    server::tag_of(&probe.running)
+                };
                 let m = x.step("Create the snapshot", |x| {
                     snapshot::create(x, &env, &s, &version, no_logs)
                 })?;
@@ -150,27 +156,20 @@ impl Snapshot {
                 }
             }
             SnapshotCmd::Prune { keep } => {
+                // The same rule as a deploy's prune (issue 12): never the snapshot
+                // `rollback --restore` would pick for the running or the last good version.
                 let keep = keep.unwrap_or(env.cfg.keep_snapshots as usize).max(1);
-                let v = snapshot::list(&mut x, &env, &s)?;
-                let valid: Vec<&ss::Listed> = v.iter().filter(|l| l.state == "valid").collect();
-                let doomed: Vec<String> = valid
-                    .iter()
-                    .rev()
-                    .skip(keep)
-                    .map(|l| l.id.clone())
-                    .collect();
-                if !doomed.is_empty() {
-                    x.run_step(&Step::remote(
-                        "prune",
-                        format!("Delete {} old snapshot(s)", doomed.len()),
-                        &s,
-                        ss::delete(&env, &doomed),
-                    ))?;
-                }
+                let probe = server::probe::parse(&x.run(&Steps::new(&env, &s).probe())?.stdout);
+                let running = server::tag_of(&probe.running);
+                let last_good = probe.last_good.map(|l| l.version).unwrap_or_default();
+                let sel = x.step("Prune snapshots", |x| {
+                    ops::prune::prune(x, &env, &s, keep, &[&running, &last_good], None)
+                })?;
                 println!(
-                    "kept {} valid snapshot(s), deleted {}",
-                    valid.len() - doomed.len(),
-                    doomed.len()
+                    "kept {} valid snapshot(s), deleted {}, removed {} stale partial file(s)",
+                    sel.keep.len(),
+                    sel.delete.len(),
+                    sel.stale.len()
                 );
             }
             SnapshotCmd::Download { id, to } => {

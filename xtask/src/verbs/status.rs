@@ -2,6 +2,7 @@
 //! lock, recent history.
 
 use crate::config;
+use crate::core::contract::CONTAINER;
 use crate::core::records::{LastGood, LockHolder};
 use crate::ctx::Ctx;
 use crate::ops;
@@ -28,18 +29,29 @@ impl Status {
         )?;
         let hist = ops::read_history(&mut x, &server.name, &env, 5)?;
         let o = &out.stdout;
-        let version = server::tag_of(field(o, "image"));
+        // issue 12: a `qts-observer` of another compose project is not the deployed service.
+        let foreign = probe::parse_foreign(o);
+        let service_foreign = foreign.iter().any(|f| f.container == CONTAINER);
+        let version = if service_foreign {
+            String::new()
+        } else {
+            server::tag_of(field(o, "image"))
+        };
         let digest = server::digest_in(field(o, "digests"), &env.repo()).unwrap_or_default();
-        let state = field(o, "state");
+        let (state, started) = if service_foreign {
+            ("", "")
+        } else {
+            (field(o, "state"), field(o, "started"))
+        };
         let lock = field(o, "lock");
         let last_good = LastGood::parse(field(o, "last_good"));
         let holder: Option<LockHolder> = serde_json::from_str(lock).ok();
         let v = serde_json::json!({
             "env": env.name, "server": server.name, "version": version, "digest": digest,
-            "state": state, "started": field(o, "started"),
+            "state": state, "started": started,
             "last_good_tag": last_good.as_ref().map(|l| &l.version),
             "last_good_digest": last_good.as_ref().map(|l| &l.digest),
-            "lock": holder, "history": hist,
+            "lock": holder, "history": hist, "foreign": foreign,
         });
         if self.json {
             println!("{}", sh.mask(&serde_json::to_string_pretty(&v)?));
@@ -58,11 +70,18 @@ impl Status {
             },
             digest
         );
-        println!(
-            "container  {} (started {})",
-            if state.is_empty() { "absent" } else { state },
-            field(o, "started")
-        );
+        if service_foreign {
+            println!("container  none of the observer project's under the name {CONTAINER}");
+        } else {
+            println!(
+                "container  {} (started {})",
+                if state.is_empty() { "absent" } else { state },
+                started
+            );
+        }
+        for f in &foreign {
+            println!("FOREIGN    {}; {}", f.describe(), f.recovery());
+        }
         println!(
             "last good  {}",
             last_good

@@ -157,10 +157,12 @@ pub fn handoff_redeploying_the_running_version_after_log_rotation() {
 #[ignore = "e2e: needs the sandbox; run by `cargo xtask ci`"]
 pub fn handoff_cleans_up_a_candidate_left_by_a_killed_run() {
     let (c, good) = deployed();
-    // What a run killed mid-handoff leaves: a stopped candidate with the service's name pattern.
+    // What a run killed mid-handoff leaves: a stopped candidate with the service's name pattern,
+    // made by `compose run` in the observer project (so it carries the project's label; one
+    // without it is foreign and never removed, see `foreign.rs`).
     let image = sh("docker inspect -f '{{.Config.Image}}' qts-observer").stdout;
     let r = sh(&format!(
-        "docker create --name qts-observer-next {} >/dev/null",
+        "docker create --name qts-observer-next --label com.docker.compose.project=observer {} >/dev/null",
         image.trim()
     ));
     assert_eq!(r.code, 0, "{}", r.all());

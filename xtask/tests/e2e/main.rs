@@ -11,6 +11,7 @@ mod check_env;
 mod conformance;
 mod deploy;
 mod endings;
+mod foreign;
 mod handoff;
 mod provenance;
 mod registry_auth;

@@ -312,3 +312,108 @@ pub fn snapshot_memory_stays_bounded_for_1_gib() {
     );
     assert_eq!(r.code, 0, "{}", r.all());
 }
+
+/// The snapshot id the last history record names.
+fn last_snapshot() -> String {
+    let text = std::fs::read_to_string(server_dir().join(".deploy/history.jsonl")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    v["snapshot"].as_str().unwrap_or_default().to_string()
+}
+
+/// Issue 12 item 5: deploys and rollbacks prune the backups folder to `keep_snapshots` (5 on the
+/// sandbox) valid snapshots, never the one `rollback --restore` needs, and remove partial files
+/// idle for longer than `lock_ttl_s` (600 s) while a fresh one (a create in progress) stays.
+#[test]
+#[ignore = "e2e: needs the sandbox; run by `cargo xtask ci`"]
+pub fn snapshot_deploys_prune_to_keep_snapshots() {
+    ensure_sandbox();
+    let c = Clone::new("prune");
+    let (a, b) = (version(), version());
+    for v in [&a, &b] {
+        let r = c.xtask(&["release", v, "--env", "sandbox"]);
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    // Four deploys (a, b, a, b): four pre-deploy snapshots, each deploy pruning.
+    let mut taken = Vec::new();
+    for (v, extra) in [
+        (&a, None),
+        (&b, None),
+        (&a, Some("--allow-downgrade")),
+        (&b, None),
+    ] {
+        let mut args = vec!["deploy", "--env", "sandbox", "--tag", v.as_str()];
+        args.extend(extra);
+        let r = c.xtask(&args);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert!(r.stderr.contains("==> Prune snapshots"), "{}", r.stderr);
+        taken.push(last_snapshot());
+        let valid = snapshot_ids().iter().filter(|(_, s)| s == "valid").count();
+        assert!(valid <= 5, "{valid} valid snapshots after a deploy");
+    }
+    // Three more by hand (snapshot create does not prune), and what killed creates leave.
+    for _ in 0..3 {
+        let r = c.xtask(&["snapshot", "create", "--env", "sandbox"]);
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    let b_dir = backups_dir();
+    let stale = "20000101T000000Z-dead01.tar.zst.partial";
+    let stale_tmp = "20000101T000000Z-dead02.manifest.json.tmp";
+    let fresh = "20000101T000000Z-live01.tar.zst.partial";
+    for f in [stale, stale_tmp, fresh] {
+        std::fs::write(b_dir.join(f), b"partial").unwrap();
+    }
+    let r = sh(&format!(
+        "cd '{}' && touch -d '2 hours ago' {stale} {stale_tmp}",
+        b_dir.display()
+    ));
+    assert_eq!(r.code, 0, "{}", r.all());
+    // A rollback (to a, through the same rollout): its own snapshot, and the one taken before a
+    // was last deployed (the third deploy's) are protected; the fourth's is not among them.
+    let r = c.xtask(&["rollback", "--env", "sandbox"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(running_version().0, a);
+    let own = last_snapshot();
+    let valid: Vec<String> = snapshot_ids()
+        .into_iter()
+        .filter(|(_, s)| s == "valid")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(valid.len(), 5, "exactly keep_snapshots valid: {valid:?}");
+    assert!(
+        valid.contains(&own),
+        "the rollback's own snapshot {own}: {valid:?}"
+    );
+    assert!(
+        valid.contains(&taken[2]),
+        "the snapshot `rollback --restore` needs ({}): {valid:?}",
+        taken[2]
+    );
+    assert!(
+        !valid.contains(&taken[3]),
+        "the fourth deploy's snapshot is neither protected nor among the newest"
+    );
+    let r = c.xtask(&["rollback", "--env", "sandbox", "--restore", "--dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.all()
+            .contains(&format!("would restore snapshot {}", taken[2])),
+        "{}",
+        r.all()
+    );
+    assert!(!b_dir.join(stale).exists(), "a stale partial stays");
+    assert!(
+        !b_dir.join(stale_tmp).exists(),
+        "a stale manifest .tmp stays"
+    );
+    assert!(b_dir.join(fresh).exists(), "a fresh partial was removed");
+    let _ = std::fs::remove_file(b_dir.join(fresh));
+    // `snapshot prune` by hand follows the same rule.
+    let r = c.xtask(&["snapshot", "prune", "--env", "sandbox", "--keep", "1"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let valid: Vec<String> = snapshot_ids()
+        .into_iter()
+        .filter(|(_, s)| s == "valid")
+        .map(|(id, _)| id)
+        .collect();
+    assert!(valid.contains(&taken[2]), "{valid:?}");
+}

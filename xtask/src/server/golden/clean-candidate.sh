@@ -1,2 +1,2 @@
 # golden: server builder `clean-candidate` (see server/tests.rs)
-docker rm -f qts-observer-next >/dev/null 2>&1; true
+if ! docker container inspect qts-observer-next >/dev/null 2>&1; then true; elif [ "$(docker container inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' qts-observer-next 2>/dev/null)" = observer ]; then docker rm -f qts-observer-next >/dev/null 2>&1; true; else echo "qts-observer-next is not the observer project's: not removed" >&2; exit 1; fi

@@ -204,8 +204,19 @@ pub fn down(sh: &Ctx) -> Result<()> {
     };
     // The observer the sandbox server runs (started by a sandbox deploy), and a handoff's
     // candidate a killed deploy may have left.
+    // Only the observer project's candidate: a foreign one (issue 12) is never touched.
     let candidate = crate::server::handoff::CANDIDATE;
-    let _ = sh.capture(cmd!(sh, "docker rm -f {candidate}"), None);
+    let label = format!(
+        "{{{{index .Config.Labels \"{}\"}}}}",
+        crate::server::handoff::PROJECT_LABEL
+    );
+    let owner = sh.capture(
+        cmd!(sh, "docker container inspect -f {label} {candidate}"),
+        None,
+    );
+    if owner.is_ok_and(|o| o.ok && o.stdout.trim() == crate::core::contract::PROJECT) {
+        let _ = sh.capture(cmd!(sh, "docker rm -f {candidate}"), None);
+    }
     let remote = p.server().join("observer");
     if remote.join(COMPOSE_FILE).is_file() {
         if let Some(c) = compose::detect_local(sh) {
