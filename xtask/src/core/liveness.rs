@@ -315,4 +315,17 @@ mod tests {
         assert_eq!(start_ticks(me.pid), Some(me.start_ticks));
         assert!(me.pid_ns.starts_with("pid:["), "{}", me.pid_ns);
     }
+
+    /// Cloned VMs (a template never re-generalized) and containers of one image share
+    /// `/etc/machine-id`. A live holder on such a twin (another boot id, started well after this
+    /// machine booted) has not "rebooted since": breaking its lock runs two deploys at once.
+    #[test]
+    fn a_machine_id_shared_by_two_machines_is_not_a_reboot() {
+        let mut twin = me();
+        twin.boot_id = "b-twin".into();
+        twin.pid_ns = "pid:[9]".into();
+        let h = holder(&twin);
+        let v = judge(&h, 600, 1010, &me(), None, |_| None);
+        assert!(!matches!(v, Liveness::Stale(_)), "{v:?}");
+    }
 }
