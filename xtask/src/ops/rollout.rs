@@ -270,7 +270,10 @@ pub fn rollout<'a>(
     if verify_only {
         let result = verify_running(&mut run);
         run.unlock();
-        return result;
+        return match signals::pending() {
+            Some(sig) => interrupted_verdict(sig, version, result),
+            None => result,
+        };
     }
     let plan = plan(
         &run.st,
@@ -353,6 +356,9 @@ fn verify_running(run: &mut Run) -> Result<Verdict> {
         );
         let lock = run.st.lock(&run.pay.holder);
         run.lock(&lock)?;
+        // Under the lock, the two records are written (or fail) as one step: a signal now
+        // waits for them, then the lock is released.
+        run.x.interruptible = false;
         let lg = LastGood {
             version: version.into(),
             digest: run.digest.into(),
@@ -419,7 +425,36 @@ fn execute(run: &mut Run, plan: &Plan) -> Result<Verdict> {
     // A record that could not be written after a healthy gate (exit 5).
     let mut unrecorded: Vec<String> = Vec::new();
     for step in &plan.steps {
-        if let (false, Some(sig)) = (finishing, signals::pending()) {
+        match execute_step(run, step, &mut finishing, &mut unrecorded) {
+            Ok(None) => {}
+            Ok(Some(v)) => return Ok(v),
+            // A step that failed with a signal pending (a second signal cuts the command in
+            // flight short) before the old version stopped: undo this run as for a signal
+            // between steps, never leave its candidate or its `.env` behind.
+            Err(e) => match (finishing, signals::pending()) {
+                (false, Some(sig)) if !past_the_point_of_no_return(run, step.id) => {
+                    eprintln!("    {}", run.sh.mask(&format!("{e:#}")));
+                    return recovery::interrupted(run, sig, &step.title);
+                }
+                _ => return Err(e),
+            },
+        }
+    }
+    if !unrecorded.is_empty() {
+        return Ok(recovery::unrecorded(run, &unrecorded));
+    }
+    Ok(("success".into(), 0, None))
+}
+
+/// One step of [`execute`]: `Some` ends the run with that verdict.
+fn execute_step(
+    run: &mut Run,
+    step: &crate::plan::Step,
+    finishing: &mut bool,
+    unrecorded: &mut Vec<String>,
+) -> Result<Option<Verdict>> {
+    {
+        if let (false, Some(sig)) = (*finishing, signals::pending()) {
             if past_the_point_of_no_return(run, step.id) {
                 eprintln!(
                     "\n!!! {} received after {} stopped: finishing the deploy of {}",
@@ -431,9 +466,9 @@ fn execute(run: &mut Run, plan: &Plan) -> Result<Verdict> {
                     },
                     run.version
                 );
-                finishing = true;
+                *finishing = true;
             } else {
-                return recovery::interrupted(run, sig, &step.title);
+                return recovery::interrupted(run, sig, &step.title).map(Some);
             }
         }
         match step.id {
@@ -451,13 +486,13 @@ fn execute(run: &mut Run, plan: &Plan) -> Result<Verdict> {
             }
             "candidate" => {
                 if let Err(e) = run.x.run_step(step) {
-                    return recovery::candidate_failed(run, vec![format!("{e:#}")]);
+                    return recovery::candidate_failed(run, vec![format!("{e:#}")]).map(Some);
                 }
             }
             "candidate-gate" => {
                 let gate = super::gate_step(run.x, step)?;
                 if !gate.passed() {
-                    return recovery::candidate_failed(run, gate.failed);
+                    return recovery::candidate_failed(run, gate.failed).map(Some);
                 }
             }
             "soak" => {
@@ -465,17 +500,17 @@ fn execute(run: &mut Run, plan: &Plan) -> Result<Verdict> {
                 eprintln!("    {}", out.stdout.trim());
                 if !out.stdout.starts_with("ok soak") {
                     let why = out.stdout.trim().trim_start_matches("fail ").to_string();
-                    return recovery::candidate_failed(run, vec![why]);
+                    return recovery::candidate_failed(run, vec![why]).map(Some);
                 }
             }
             "handoff" => {
                 if let Err(e) = run.x.run_step(step) {
-                    return recovery::hand_back_before_up(run, format!("{e:#}"));
+                    return recovery::hand_back_before_up(run, format!("{e:#}")).map(Some);
                 }
             }
             "up" if run.strategy == Strategy::Handoff => {
                 if let Err(e) = run.x.run_step(step) {
-                    return recovery::hand_back_after_up(run, vec![format!("{e:#}")]);
+                    return recovery::hand_back_after_up(run, vec![format!("{e:#}")]).map(Some);
                 }
             }
             "gate" => {
@@ -486,7 +521,8 @@ fn execute(run: &mut Run, plan: &Plan) -> Result<Verdict> {
                         // Anything before this point failed → the running service was never
                         // touched (exit 1).
                         Strategy::Recreate => recovery::gate_failed(run, gate),
-                    };
+                    }
+                    .map(Some);
                 }
             }
             "release-candidate" => {
@@ -496,11 +532,11 @@ fn execute(run: &mut Run, plan: &Plan) -> Result<Verdict> {
                         run.sh.mask(&format!("{e:#}")),
                         run.env.name
                     );
-                    return Ok((
+                    return Ok(Some((
                         "handoff to the service failed".into(),
                         exit::UNHEALTHY,
                         None,
-                    ));
+                    )));
                 }
             }
             "remove-candidate" => {
@@ -533,10 +569,7 @@ fn execute(run: &mut Run, plan: &Plan) -> Result<Verdict> {
             }
         }
     }
-    if !unrecorded.is_empty() {
-        return Ok(recovery::unrecorded(run, &unrecorded));
-    }
-    Ok(("success".into(), 0, None))
+    Ok(None)
 }
 
 /// Whether stopping before `id` would leave the service worse than finishing: the old version

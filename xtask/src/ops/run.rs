@@ -159,7 +159,11 @@ impl Run<'_, '_> {
     /// (someone broke it meanwhile), is reported with what to do.
     pub fn unlock(&mut self) {
         if self.locked {
-            match self.x.run_step(&self.st.unlock(&self.pay.holder.id)) {
+            // Never refused by a pending signal: releasing the lock is part of every safe stop.
+            let interruptible = std::mem::replace(&mut self.x.interruptible, false);
+            let released = self.x.run_step(&self.st.unlock(&self.pay.holder.id));
+            self.x.interruptible = interruptible;
+            match released {
                 Err(e) => eprintln!(
                     "warning: the deploy lock could NOT be released: {}
 release it: cargo xtask lock release --env {}",

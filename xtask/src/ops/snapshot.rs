@@ -475,11 +475,24 @@ pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) ->
             lock.stdout.lines().next().unwrap_or("").trim()
         )));
     }
+    // From here on a signal never stops the restore between its steps: once the service
+    // stops, only a started service (or a failure saying it is down) is a safe end.
+    x.interruptible = false;
+    let stop_here = |x: &mut Executor, before: &str| -> Result<()> {
+        match crate::core::signals::pending() {
+            Some(sig) => {
+                let _ = x.run(&st.unlock(&lock_id));
+                Err(crate::plan::interrupted(sig, before))
+            }
+            None => Ok(()),
+        }
+    };
     let undo = format!(
         ".restore-undo/{}-before-{id}",
         now_rfc3339().replace(['-', ':'], "")
     );
     // The recorded version's image must be here BEFORE anything stops (it may have been pruned).
+    stop_here(x, "pull")?;
     if !m.version.is_empty() {
         let creds = crate::registry::credentials(sh, env);
         if let Err(e) = x.run_step(&st.pull(&m.version, creds.as_ref())) {
@@ -490,6 +503,7 @@ pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) ->
             )));
         }
     }
+    stop_here(x, "Stop the service")?;
     let r = (|| -> Result<()> {
         x.run_step(&st.stop(c))?;
         x.run_step(&Step::remote(
@@ -538,6 +552,16 @@ pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) ->
         "restored {id}; the state before it is kept in {}/{undo}",
         env.remote_dir
     );
+    if let Some(sig) = crate::core::signals::pending() {
+        return Err(crate::core::exit::exit_code(
+            format!(
+                "interrupted by {} during the restore: the restore was finished and {} runs; the lock is released",
+                crate::core::signals::name(sig),
+                m.version
+            ),
+            crate::core::signals::exit_code(sig),
+        ));
+    }
     Ok(undo)
 }
 
