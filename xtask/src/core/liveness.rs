@@ -19,6 +19,18 @@ pub struct Identity {
     pub pid: u32,
     /// Start time of the process in clock ticks since boot (`/proc/PID/stat` field 22).
     pub start_ticks: u64,
+    /// When this machine booted (Unix seconds, `btime` of `/proc/stat`; 0 when unreadable):
+    /// only a holder that started before it can have been lost to a reboot. Not recorded.
+    pub boot_epoch: u64,
+}
+
+/// `btime` of `/proc/stat` (0 when unreadable).
+fn boot_epoch() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn read_trim(path: &str) -> String {
@@ -50,6 +62,7 @@ impl Identity {
                 .unwrap_or_default(),
             pid,
             start_ticks: start_ticks(pid).unwrap_or(0),
+            boot_epoch: boot_epoch(),
         }
     }
 }
@@ -127,7 +140,8 @@ pub enum Liveness {
 /// 2. a holder from another run (or attempt) of THIS workflow in the same repository → stale: the
 ///    deploy workflow's concurrency group never runs two of its runs at once, so a run that is not
 ///    this one has finished (cancelled or killed without releasing);
-/// 3. the same machine (boot id, or machine id) → rebooted since (other boot id) → stale; the same
+/// 3. the same machine (boot id, or machine id) → rebooted since (other boot id, and the holder
+///    started before this boot) → stale; the same
 ///    PID namespace → alive when its pid runs with the recorded start time, else stale (gone, or the
 ///    pid now belongs to another process); another PID namespace → unknown;
 /// 4. anything else → unknown.
@@ -157,7 +171,15 @@ pub fn judge(
     }
     let same_boot = !h.boot_id.is_empty() && h.boot_id == me.boot_id;
     let same_machine = !h.machine_id.is_empty() && h.machine_id == me.machine_id;
-    if same_machine && !h.boot_id.is_empty() && !same_boot {
+    // A machine id is shared by cloned VMs and by containers of one image: another boot id
+    // means a reboot only for a holder that started before this boot (else: a twin machine).
+    if same_machine
+        && !h.boot_id.is_empty()
+        && !same_boot
+        && me.boot_epoch > 0
+        && h.started_epoch > 0
+        && h.started_epoch < me.boot_epoch
+    {
         return Liveness::Stale("its machine has rebooted since".into());
     }
     if !same_boot {
@@ -192,6 +214,7 @@ mod tests {
             pid_ns: "pid:[1]".into(),
             pid: 100,
             start_ticks: 5000,
+            boot_epoch: 500,
         }
     }
 
@@ -268,8 +291,10 @@ mod tests {
         let mut rebooted = me();
         rebooted.boot_id = "b0".into();
         let h = holder(&rebooted);
+        let mut booted_since = me();
+        booted_since.boot_epoch = 1005;
         assert!(matches!(
-            judge(&h, 600, 1010, &me(), None, |_| Some(777)),
+            judge(&h, 600, 1010, &booted_since, None, |_| Some(777)),
             Liveness::Stale(ref w) if w.contains("rebooted")
         ));
         let mut other_runner = me();
