@@ -586,3 +586,4 @@ fn a_running_observer_without_the_writer_lock_is_replaced_by_recreate() {
 
 mod foreign_and_prune;
 mod review;
+mod snapshot_routes;
