@@ -173,7 +173,8 @@ impl Session {
     }
 
     /// A remote script as a `duct` expression over the shared connection (opened first), for
-    /// callers that stream. With `stdin` false, ssh gets `-n` so it cannot swallow ours.
+    /// callers that stream. With `stdin` false, ssh gets `-n` so it cannot swallow ours. With
+    /// `XTASK_REMOTE_PATH` set (tests only), the script runs with that `PATH` on the server.
     pub fn expr(&mut self, script: &str, stdin: bool) -> Result<duct::Expression> {
         self.open()?;
         let mut args = self.options();
@@ -187,7 +188,14 @@ impl Session {
         }
         args.push(self.destination());
         args.push("--".into());
-        args.push(script.to_string());
+        args.push(match env_nonempty("XTASK_REMOTE_PATH") {
+            // A test hook (issue 13): the remote shell's PATH, e.g. one without zstd.
+            Some(path) => format!(
+                "PATH={}; export PATH; {script}",
+                crate::core::util::sh_quote(&path)
+            ),
+            None => script.to_string(),
+        });
         let e = duct::cmd("ssh", args).unchecked().before_spawn(own_group);
         Ok(if stdin { e } else { e.stdin_null() })
     }
