@@ -159,5 +159,33 @@ pub fn snapshot_falls_back_to_the_stream_without_zstd_on_the_server() {
     );
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(!r.stderr.contains(FALLBACK), "{}", r.all());
+    // check-env --remote: the tools, the backups folder's size and the free space there.
+    let r = xtask(
+        &repo(),
+        &["check-env", "--env", "sandbox", "--remote"],
+        &hook,
+    );
+    assert!(
+        r.stdout
+            .contains("zstd missing: snapshots stream through this machine"),
+        "{}",
+        r.all()
+    );
+    let r = xtask(&repo(), &["check-env", "--env", "sandbox", "--remote"], &[]);
+    assert!(
+        r.stdout
+            .contains("GNU tar, zstd, sha256sum: snapshots are made on the server"),
+        "{}",
+        r.all()
+    );
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("remote backups"))
+        .unwrap_or_else(|| panic!("{}", r.stdout));
+    assert!(
+        line.contains("backups") && line.contains(" MiB; ") && line.contains(" MiB free there"),
+        "{line}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
