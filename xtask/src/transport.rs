@@ -131,7 +131,14 @@ impl Session {
             return Ok(());
         }
         let log = self.dir.join("master.log");
-        let mut args = self.options();
+        // A measuring hook (issue 13, `bench snapshot`): the connection's own transfer totals
+        // ("Transferred: sent N, received M bytes"), logged by the master when it exits. ssh
+        // takes an option's first value, so this LogLevel precedes the shared one.
+        let mut args: Vec<String> = match env_nonempty("XTASK_SSH_TRANSFER_LOG") {
+            Some(f) => vec!["-E".into(), f, "-o".into(), "LogLevel=VERBOSE".into()],
+            None => vec![],
+        };
+        args.extend(self.options());
         args.extend(
             ["-M", "-N", "-f", "-o", "ControlPersist=60"]
                 .iter()
@@ -246,6 +253,16 @@ impl Drop for Session {
                 .stderr_null()
                 .unchecked()
                 .run();
+            // With the measuring hook, wait (at most 5 s) for the master's last line.
+            if let Some(f) = env_nonempty("XTASK_SSH_TRANSFER_LOG") {
+                for _ in 0..100 {
+                    let text = fs::read_to_string(&f).unwrap_or_default();
+                    if text.matches("Transferred: sent").count() >= self.connections as usize {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
