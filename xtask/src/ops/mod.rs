@@ -161,5 +161,3 @@ pub fn running_and_history(
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_endings;
