@@ -300,5 +300,13 @@ pub fn endings_the_lock_between_live_and_dead_holders() {
     );
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.all().contains("has finished"), "{}", r.all());
+    // Under Actions the registry token is announced as a mask (the transcript keeps no
+    // `::add-mask::` line: the runner hides them).
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l == format!("::add-mask::{}", token())),
+        "the token is masked first"
+    );
     assert!(!lock_dir().exists());
 }
