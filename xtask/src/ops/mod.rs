@@ -162,5 +162,3 @@ pub fn running_and_history(
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_endings;

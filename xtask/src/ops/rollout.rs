@@ -453,120 +453,118 @@ fn execute_step(
     finishing: &mut bool,
     unrecorded: &mut Vec<String>,
 ) -> Result<Option<Verdict>> {
-    {
-        if let (false, Some(sig)) = (*finishing, signals::pending()) {
-            if past_the_point_of_no_return(run, step.id) {
-                eprintln!(
-                    "\n!!! {} received after {} stopped: finishing the deploy of {}",
-                    signals::name(sig),
-                    if run.running.is_empty() {
-                        "nothing"
-                    } else {
-                        run.running
-                    },
-                    run.version
-                );
-                *finishing = true;
-            } else {
-                return recovery::interrupted(run, sig, &step.title).map(Some);
+    if let (false, Some(sig)) = (*finishing, signals::pending()) {
+        if past_the_point_of_no_return(run, step.id) {
+            eprintln!(
+                "\n!!! {} received after {} stopped: finishing the deploy of {}",
+                signals::name(sig),
+                if run.running.is_empty() {
+                    "nothing"
+                } else {
+                    run.running
+                },
+                run.version
+            );
+            *finishing = true;
+        } else {
+            return recovery::interrupted(run, sig, &step.title).map(Some);
+        }
+    }
+    match step.id {
+        "verify" | "probe" => {}
+        "lock" => run.lock(step)?,
+        "pull" => run.pull(step)?,
+        "snapshot" => {
+            let (env, server) = (run.env, run.st.server.clone());
+            let old = server::tag_of(run.running);
+            let m = run
+                .x
+                .step_of(step, |x| snapshot::create(x, env, &server, &old, false))?;
+            eprintln!("    snapshot {} ({} bytes)", m.id, m.archive.size);
+            run.snapshot = Some(m.id);
+        }
+        "candidate" => {
+            if let Err(e) = run.x.run_step(step) {
+                return recovery::candidate_failed(run, vec![format!("{e:#}")]).map(Some);
             }
         }
-        match step.id {
-            "verify" | "probe" => {}
-            "lock" => run.lock(step)?,
-            "pull" => run.pull(step)?,
-            "snapshot" => {
-                let (env, server) = (run.env, run.st.server.clone());
-                let old = server::tag_of(run.running);
-                let m = run
-                    .x
-                    .step_of(step, |x| snapshot::create(x, env, &server, &old, false))?;
-                eprintln!("    snapshot {} ({} bytes)", m.id, m.archive.size);
-                run.snapshot = Some(m.id);
+        "candidate-gate" => {
+            let gate = super::gate_step(run.x, step)?;
+            if !gate.passed() {
+                return recovery::candidate_failed(run, gate.failed).map(Some);
             }
-            "candidate" => {
-                if let Err(e) = run.x.run_step(step) {
-                    return recovery::candidate_failed(run, vec![format!("{e:#}")]).map(Some);
+        }
+        "soak" => {
+            let out = run.x.step_of(step, |x| x.exec(step))?;
+            eprintln!("    {}", out.stdout.trim());
+            if !out.stdout.starts_with("ok soak") {
+                let why = out.stdout.trim().trim_start_matches("fail ").to_string();
+                return recovery::candidate_failed(run, vec![why]).map(Some);
+            }
+        }
+        "handoff" => {
+            if let Err(e) = run.x.run_step(step) {
+                return recovery::hand_back_before_up(run, format!("{e:#}")).map(Some);
+            }
+        }
+        "up" if run.strategy == Strategy::Handoff => {
+            if let Err(e) = run.x.run_step(step) {
+                return recovery::hand_back_after_up(run, vec![format!("{e:#}")]).map(Some);
+            }
+        }
+        "gate" => {
+            let gate = super::gate_step(run.x, step)?;
+            if !gate.passed() {
+                return match run.strategy {
+                    Strategy::Handoff => recovery::hand_back_after_up(run, gate.failed),
+                    // Anything before this point failed → the running service was never
+                    // touched (exit 1).
+                    Strategy::Recreate => recovery::gate_failed(run, gate),
                 }
+                .map(Some);
             }
-            "candidate-gate" => {
-                let gate = super::gate_step(run.x, step)?;
-                if !gate.passed() {
-                    return recovery::candidate_failed(run, gate.failed).map(Some);
-                }
-            }
-            "soak" => {
-                let out = run.x.step_of(step, |x| x.exec(step))?;
-                eprintln!("    {}", out.stdout.trim());
-                if !out.stdout.starts_with("ok soak") {
-                    let why = out.stdout.trim().trim_start_matches("fail ").to_string();
-                    return recovery::candidate_failed(run, vec![why]).map(Some);
-                }
-            }
-            "handoff" => {
-                if let Err(e) = run.x.run_step(step) {
-                    return recovery::hand_back_before_up(run, format!("{e:#}")).map(Some);
-                }
-            }
-            "up" if run.strategy == Strategy::Handoff => {
-                if let Err(e) = run.x.run_step(step) {
-                    return recovery::hand_back_after_up(run, vec![format!("{e:#}")]).map(Some);
-                }
-            }
-            "gate" => {
-                let gate = super::gate_step(run.x, step)?;
-                if !gate.passed() {
-                    return match run.strategy {
-                        Strategy::Handoff => recovery::hand_back_after_up(run, gate.failed),
-                        // Anything before this point failed → the running service was never
-                        // touched (exit 1).
-                        Strategy::Recreate => recovery::gate_failed(run, gate),
-                    }
-                    .map(Some);
-                }
-            }
-            "release-candidate" => {
-                if let Err(e) = run.x.run_step(step) {
-                    eprintln!(
+        }
+        "release-candidate" => {
+            if let Err(e) = run.x.run_step(step) {
+                eprintln!(
                         "\n!!!!! {CONTAINER} did not take the archive over from {CANDIDATE}: {}\nrecover by hand: docker start {CANDIDATE} (it resumes appending), then `cargo xtask status --env {}`",
                         run.sh.mask(&format!("{e:#}")),
                         run.env.name
                     );
-                    return Ok(Some((
-                        "handoff to the service failed".into(),
-                        exit::UNHEALTHY,
-                        None,
-                    )));
-                }
+                return Ok(Some((
+                    "handoff to the service failed".into(),
+                    exit::UNHEALTHY,
+                    None,
+                )));
             }
-            "remove-candidate" => {
-                let _ = run.x.run_step(step);
+        }
+        "remove-candidate" => {
+            let _ = run.x.run_step(step);
+        }
+        "record" => {
+            if let Err(e) = run.x.run_step(step) {
+                unrecorded.push(format!("last_good_tag: {e:#}"));
             }
-            "record" => {
-                if let Err(e) = run.x.run_step(step) {
-                    unrecorded.push(format!("last_good_tag: {e:#}"));
-                }
+        }
+        "history" => {
+            let rec = run.record(Outcome::Success, run.o.kind, run.version);
+            if let Err(e) = run.x.run_step(&run.st.history(&rec)) {
+                unrecorded.push(format!("history: {e:#}"));
             }
-            "history" => {
-                let rec = run.record(Outcome::Success, run.o.kind, run.version);
-                if let Err(e) = run.x.run_step(&run.st.history(&rec)) {
-                    unrecorded.push(format!("history: {e:#}"));
-                }
+        }
+        "prune" => {
+            if let Err(e) = run.prune(step) {
+                eprintln!(
+                    "warning: pruning old images failed (the deploy stands): {}",
+                    run.sh.mask(&format!("{e:#}"))
+                );
             }
-            "prune" => {
-                if let Err(e) = run.prune(step) {
-                    eprintln!(
-                        "warning: pruning old images failed (the deploy stands): {}",
-                        run.sh.mask(&format!("{e:#}"))
-                    );
-                }
-            }
-            // issue 12: never turns a healthy deploy into a failure (a warning, exit 0).
-            "prune-snapshots" => super::prune::after_deploy(run, step),
-            "unlock" => run.unlock(),
-            _ => {
-                run.x.run_step(step)?;
-            }
+        }
+        // issue 12: never turns a healthy deploy into a failure (a warning, exit 0).
+        "prune-snapshots" => super::prune::after_deploy(run, step),
+        "unlock" => run.unlock(),
+        _ => {
+            run.x.run_step(step)?;
         }
     }
     Ok(None)

@@ -584,6 +584,7 @@ fn a_running_observer_without_the_writer_lock_is_replaced_by_recreate() {
     assert!(!log.contains(&"candidate"), "{log:?}");
 }
 
+mod endings;
 mod foreign_and_prune;
-mod review;
+mod interrupts;
 mod snapshot_routes;

@@ -361,10 +361,7 @@ pub fn deploy_killed_midway_converges_and_rollback_goes_back() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    TRANSCRIPT
-        .lock()
-        .unwrap()
-        .push_str(&std::fs::read_to_string(&log).unwrap_or_default());
+    transcribe(&std::fs::read_to_string(&log).unwrap_or_default());
     let _ = std::fs::remove_file(&log);
     assert!(
         server_dir().join(".deploy/lock").exists(),

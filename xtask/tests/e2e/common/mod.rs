@@ -62,8 +62,19 @@ fn record(out: &Output) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
-    TRANSCRIPT.lock().unwrap().push_str(&r.all());
+    transcribe(&r.all());
     r
+}
+
+/// Appends `text` to [`TRANSCRIPT`], without GitHub Actions' `::add-mask::VALUE` lines: the tool
+/// prints them under Actions on purpose (the runner hides them and masks VALUE everywhere after).
+pub fn transcribe(text: &str) {
+    let mut t = TRANSCRIPT.lock().unwrap_or_else(|e| e.into_inner());
+    for line in text.split_inclusive('\n') {
+        if !line.starts_with("::add-mask::") {
+            t.push_str(line);
+        }
+    }
 }
 
 /// Runs any program, recording its output.
@@ -181,11 +192,16 @@ impl Drop for Clone {
 
 /// Asserts that no secret appears in anything printed so far.
 pub fn assert_no_secret(secrets: &[&str]) {
-    let t = TRANSCRIPT.lock().unwrap();
-    for s in secrets {
-        assert!(!s.is_empty());
-        assert!(!t.contains(s), "a secret value leaked into the output");
-    }
+    // The lock is released before asserting: a failure here must not poison the transcript for
+    // every later test.
+    let leaked = {
+        let t = TRANSCRIPT.lock().unwrap_or_else(|e| e.into_inner());
+        secrets.iter().any(|s| s.is_empty() || t.contains(s))
+    };
+    assert!(
+        !leaked,
+        "a secret value leaked into the output (or an empty one was given)"
+    );
 }
 
 /// curl against the sandbox registry, credentials on stdin.
@@ -265,7 +281,7 @@ pub fn wait_for_log(log: &Path, text: &str, secs: u64) {
 pub fn finish_xtask(mut child: std::process::Child, log: &Path) -> (i32, String) {
     let status = child.wait().unwrap();
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    TRANSCRIPT.lock().unwrap().push_str(&text);
+    transcribe(&text);
     let _ = std::fs::remove_file(log);
     (status.code().unwrap_or(-1), text)
 }

@@ -2,7 +2,7 @@
 //! handoff undoes the run, after it finishes the deploy (exit 130/143 either way); a record that
 //! cannot be written after a healthy gate is exit 5, and the next run repairs it.
 
-use super::tests::*;
+use super::*;
 use crate::core::signals;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -63,7 +63,7 @@ fn a_signal_after_the_handoff_finishes_the_deploy() {
             &e,
             crate::compose::Compose::V2,
             false,
-            super::rollout::Strategy::Handoff,
+            crate::ops::rollout::Strategy::Handoff,
         );
         assert_eq!(done, plan.ids()[1..].to_vec(), "{at}: the whole plan ran");
         assert!(!log.contains(&"restore-env") && !log.contains(&"start-old"));
@@ -105,7 +105,7 @@ fn a_record_that_fails_after_a_healthy_gate_is_exit_5_and_the_run_ends_cleanly()
 fn redeploying_a_running_version_the_records_miss_repairs_them() {
     let e = env();
     let sh = crate::ctx::Ctx::new().unwrap();
-    let files = super::rollout::Payload::read(&sh, &e, "v1.1.0", "deploy")
+    let files = crate::ops::rollout::Payload::read(&sh, &e, "v1.1.0", "deploy")
         .unwrap()
         .hashes()
         .join(" ");

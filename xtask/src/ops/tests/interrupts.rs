@@ -1,4 +1,4 @@
-//! Review of issue 12's signal handling and lock liveness: scenarios the fix leaves unsafe.
+//! Interruptions the first signal handling left unsafe (found by review): a second signal cutting a step short, a signal during a restore or a repair, a machine id shared by two machines.
 
 use super::*;
 use crate::core::exit;
