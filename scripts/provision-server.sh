@@ -20,7 +20,9 @@ Run once, as root, on a new production server (Debian/Ubuntu with Docker CE) to 
 
 It:
   1. checks that Docker (daemon answering), compose v2 (\`docker compose\`), tar and sha256sum are
-     present, and installs zstd and curl with apt-get when they are missing;
+     present, and installs zstd and curl with apt-get when they are missing (snapshots are made
+     on the server with GNU tar, zstd and sha256sum, issue 13; without them they stream through
+     the controller);
   2. creates the deploy user USER (default: $DEPLOY_USER) in the \`docker\` group, or adds an
      existing USER to the group (note: the docker group is root-equivalent on this host);
   3. with --authorized-key, adds that public key to USER's ~/.ssh/authorized_keys;
@@ -136,6 +138,7 @@ check_tools() {
     act env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
   fi
   if ! ((DRY_RUN)); then
+    tar --version 2>/dev/null | grep -q 'GNU tar' || die "tar is not GNU tar (snapshots use its --to-command and --quoting-style)"
     tar --zstd --version >/dev/null 2>&1 || die "tar does not support --zstd (GNU tar 1.31 or newer needed)"
   fi
   echo "ok: tar, sha256sum, zstd, curl"

@@ -131,7 +131,14 @@ impl Session {
             return Ok(());
         }
         let log = self.dir.join("master.log");
-        let mut args = self.options();
+        // A measuring hook (issue 13, `bench snapshot`): the connection's own transfer totals
+        // ("Transferred: sent N, received M bytes"), logged by the master when it exits. ssh
+        // takes an option's first value, so this LogLevel precedes the shared one.
+        let mut args: Vec<String> = match env_nonempty("XTASK_SSH_TRANSFER_LOG") {
+            Some(f) => vec!["-E".into(), f, "-o".into(), "LogLevel=VERBOSE".into()],
+            None => vec![],
+        };
+        args.extend(self.options());
         args.extend(
             ["-M", "-N", "-f", "-o", "ControlPersist=60"]
                 .iter()
@@ -173,7 +180,8 @@ impl Session {
     }
 
     /// A remote script as a `duct` expression over the shared connection (opened first), for
-    /// callers that stream. With `stdin` false, ssh gets `-n` so it cannot swallow ours.
+    /// callers that stream. With `stdin` false, ssh gets `-n` so it cannot swallow ours. With
+    /// `XTASK_REMOTE_PATH` set (tests only), the script runs with that `PATH` on the server.
     pub fn expr(&mut self, script: &str, stdin: bool) -> Result<duct::Expression> {
         self.open()?;
         let mut args = self.options();
@@ -187,7 +195,14 @@ impl Session {
         }
         args.push(self.destination());
         args.push("--".into());
-        args.push(script.to_string());
+        args.push(match env_nonempty("XTASK_REMOTE_PATH") {
+            // A test hook (issue 13): the remote shell's PATH, e.g. one without zstd.
+            Some(path) => format!(
+                "PATH={}; export PATH; {script}",
+                crate::core::util::sh_quote(&path)
+            ),
+            None => script.to_string(),
+        });
         let e = duct::cmd("ssh", args).unchecked().before_spawn(own_group);
         Ok(if stdin { e } else { e.stdin_null() })
     }
@@ -238,6 +253,16 @@ impl Drop for Session {
                 .stderr_null()
                 .unchecked()
                 .run();
+            // With the measuring hook, wait (at most 5 s) for the master's last line.
+            if let Some(f) = env_nonempty("XTASK_SSH_TRANSFER_LOG") {
+                for _ in 0..100 {
+                    let text = fs::read_to_string(&f).unwrap_or_default();
+                    if text.matches("Transferred: sent").count() >= self.connections as usize {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
         }
         let _ = fs::remove_dir_all(&self.dir);
     }

@@ -1,203 +1,68 @@
 //! Snapshot operations over the one SSH connection (contract §1 "tar backup", §7 "check the data
-//! volume"). The server runs only `sh`, `tar` and `cat`; the xtask parses the tar stream (hashing
-//! each entry), compresses it with multi-threaded zstd and hashes the result on the way back into
-//! the server's backups folder. Memory stays bounded: nothing is buffered whole. The manifest is
-//! written last, atomically: without it a snapshot is incomplete. Streams are `duct` pipes.
+//! volume"). Since issue 13 a snapshot is made and verified ON the server (`tar | zstd -T0`, GNU
+//! tar's listing and per-entry sha256 read back from the archive written): only a small reply
+//! crosses the connection and the xtask writes the manifest from it, last, by rename. Without
+//! GNU tar, zstd or sha256sum on the server, the stream through the controller
+//! (`ops::snapshot_stream`, how every earlier snapshot was made) is the fallback, with a warning.
+//! Both make the same three files; `verify` and `restore` read either.
 
+use super::snapshot_stream::{self as stream, check_stream, Made};
 use super::steps::Steps;
 use crate::config::Env;
 use crate::core::exit::fail;
-use crate::core::util::{hex, now_rfc3339, random_hex};
+use crate::core::util::{now_rfc3339, random_hex};
 use crate::ctx::Ctx;
 use crate::plan::{Executor, Step};
-use crate::server;
-use crate::server::snapshot::{
-    self as ss, check_entry, ArchiveInfo, Entry, Listed, Manifest, PartialTail,
-};
-use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
-use std::io::{self, Read, Write};
+use crate::server::snapshot::{self as ss, Listed, Manifest};
+use crate::server::snapshot_remote as sr;
+use anyhow::{Context, Result};
 
 fn new_id() -> Result<String> {
     let t = now_rfc3339().replace(['-', ':'], "");
     Ok(format!("{t}-{}", random_hex(3)?))
 }
 
-/// Copies everything read from `r` into `w` on the way through.
-struct Tee<'w, R, W: Write> {
-    r: R,
-    w: &'w mut W,
+/// Where a snapshot is made and checked (issue 13 item 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// On the server: it has GNU tar, zstd and sha256sum.
+    Server,
+    /// Streamed through the controller; the tools the server lacks (empty: asked for, `--stream`).
+    Stream(Vec<String>),
 }
 
-impl<R: Read, W: Write> Read for Tee<'_, R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.r.read(buf)?;
-        self.w.write_all(&buf[..n])?;
-        Ok(n)
+/// The route for `server`: [`Route::Server`] when it has every tool of `sr::TOOLS`, otherwise
+/// the stream, with a warning naming what is missing (printed once per call).
+pub fn route(x: &mut Executor, server: &str) -> Result<Route> {
+    let out = x.exec(
+        &Step::remote(
+            "snapshot-tools",
+            "Check the server's snapshot tools (tar, zstd, sha256sum)",
+            server,
+            sr::tools(),
+        )
+        .read_only(),
+    )?;
+    let missing = sr::missing_tools(if out.ok { &out.stdout } else { "" });
+    Ok(choose(missing))
+}
+
+/// The route for the tools a server lacks: none missing → on the server; else the stream, with a
+/// warning on stderr.
+pub fn choose(missing: Vec<String>) -> Route {
+    if missing.is_empty() {
+        return Route::Server;
     }
+    eprintln!(
+        "    warning: {} missing on the server: the snapshot streams through this machine instead (slower; issue 13 — scripts/provision-server.sh installs them)",
+        missing.join(", ")
+    );
+    Route::Stream(missing)
 }
 
-/// Hashes (sha256) and counts what passes through, in either direction.
-pub struct Hashing<T> {
-    inner: T,
-    hasher: Sha256,
-    pub bytes: u64,
-}
-
-impl<T> Hashing<T> {
-    pub fn new(inner: T) -> Hashing<T> {
-        Hashing {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
-        }
-    }
-    /// (inner, lowercase hex sha256, bytes).
-    pub fn finish(self) -> (T, String, u64) {
-        (self.inner, hex(&self.hasher.finalize()), self.bytes)
-    }
-}
-
-impl<T: Write> Write for Hashing<T> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<T: Read> Read for Hashing<T> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
-fn sha256_of(r: &mut impl Read) -> io::Result<(String, u64, Option<u8>)> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut n_total = 0u64;
-    let mut last = None;
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        n_total += n as u64;
-        last = Some(buf[n - 1]);
-    }
-    Ok((hex(&h.finalize()), n_total, last))
-}
-
-fn kind_of(t: tar::EntryType) -> &'static str {
-    match t {
-        tar::EntryType::Regular | tar::EntryType::Continuous => "file",
-        tar::EntryType::Directory => "dir",
-        tar::EntryType::Symlink => "symlink",
-        tar::EntryType::Link => "hardlink",
-        tar::EntryType::Char => "char-device",
-        tar::EntryType::Block => "block-device",
-        tar::EntryType::Fifo => "fifo",
-        _ => "other",
-    }
-}
-
-/// Walks a tar stream: checks each entry (refusing unsafe ones), hashes each file, and hands
-/// `each` the entry with the last byte of its content.
-fn walk<R: Read>(r: R, mut each: impl FnMut(Entry, Option<u8>) -> Result<()>) -> Result<R> {
-    let mut ar = tar::Archive::new(r);
-    for e in ar.entries().context("reading the tar stream")? {
-        let mut e = e.context("reading a tar entry")?;
-        let path = String::from_utf8_lossy(&e.path_bytes())
-            .trim_end_matches('/')
-            .to_string();
-        let kind = kind_of(e.header().entry_type());
-        let link = e
-            .link_name_bytes()
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
-        check_entry(&path, kind, link.as_deref())
-            .map_err(|m| fail(format!("unsafe archive entry: {m}; nothing was extracted")))?;
-        let mode = e.header().mode().unwrap_or(0);
-        let size = e.header().size().unwrap_or(0);
-        let (sha, last) = if kind == "file" {
-            let (h, _, last) = sha256_of(&mut e)?;
-            (Some(h), last)
-        } else {
-            (None, None)
-        };
-        each(
-            Entry {
-                path,
-                kind: kind.into(),
-                size,
-                mode,
-                sha256: sha,
-                link,
-            },
-            last,
-        )?;
-    }
-    Ok(ar.into_inner())
-}
-
-/// Waits for a started remote process; fails with its stderr when it failed.
-fn wait_ok(h: &duct::Handle, what: &str) -> Result<()> {
-    let out = h.wait()?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed on the server: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// A remote writer: a process whose stdin is the returned pipe.
-fn writer(
-    x: &mut Executor,
-    server: &str,
-    script: &str,
-) -> Result<(duct::Handle, os_pipe::PipeWriter)> {
-    let (r, w) = os_pipe::pipe().context("creating a pipe")?;
-    let h = x
-        .stream(server, script, true)?
-        .stdin_file(r)
-        .stdout_null()
-        .stderr_capture()
-        .start()
-        .context("starting the remote writer")?;
-    Ok((h, w))
-}
-
-/// A remote reader: a process whose stdout is read here (stderr captured).
-fn reader(x: &mut Executor, server: &str, script: &str) -> Result<duct::ReaderHandle> {
-    x.stream(server, script, false)?
-        .stderr_capture()
-        .reader()
-        .context("starting the remote reader")
-}
-
-/// After a reader hit EOF: fails with its stderr when the remote process failed.
-fn reader_ok(r: &duct::ReaderHandle, what: &str) -> Result<()> {
-    if let Some(out) = r.try_wait()? {
-        if !out.status.success() {
-            bail!(
-                "{what} failed on the server: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Takes a snapshot over `x`'s session to `server`. Used by `snapshot create` and by `deploy`.
+/// Takes a snapshot of `server`'s deploy root (used by `snapshot create` and by `deploy`): on the
+/// server when it can ([`route`]), else streamed. Errors: a failed write removes the partial
+/// file and fails (exit 1).
 pub fn create(
     x: &mut Executor,
     env: &Env,
@@ -205,58 +70,36 @@ pub fn create(
     version: &str,
     no_logs: bool,
 ) -> Result<Manifest> {
+    let r = route(x, server)?;
+    create_by(x, env, server, version, no_logs, &r)
+}
+
+/// [`create`] by a chosen route.
+pub fn create_by(
+    x: &mut Executor,
+    env: &Env,
+    server: &str,
+    version: &str,
+    no_logs: bool,
+    route: &Route,
+) -> Result<Manifest> {
     let id = new_id()?;
-    let file = format!("{id}.tar.zst");
-    let partial = format!("{file}.partial");
-    let src = reader(x, server, &ss::tar(env, no_logs))?;
-    let (dst, sink) = writer(x, server, &ss::write_partial(env, &partial))?;
-    let result = (|| -> Result<(Vec<Entry>, Vec<PartialTail>, String, u64)> {
-        let sink = io::BufWriter::with_capacity(256 * 1024, sink);
-        let mut enc = zstd::stream::write::Encoder::new(Hashing::new(sink), 3)?;
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1);
-        enc.multithread(threads)?;
-        let mut entries = Vec::new();
-        let mut tails = Vec::new();
-        {
-            let tee = Tee {
-                r: &src,
-                w: &mut enc,
-            };
-            let mut rest = walk(tee, |e, last| {
-                if e.kind == "file"
-                    && e.path.ends_with(".jsonl")
-                    && e.size > 0
-                    && last != Some(b'\n')
-                {
-                    tails.push(PartialTail {
-                        path: e.path.clone(),
-                        keep_bytes: 0,
-                    });
-                }
-                entries.push(e);
-                Ok(())
-            })?;
-            io::copy(&mut rest, &mut io::sink())?; // the end-of-archive blocks
-        }
-        let hashing = enc.finish().context("finishing the zstd stream")?;
-        let (mut sink, sha, size) = hashing.finish();
-        sink.flush().context("writing the snapshot to the server")?;
-        drop(sink);
-        Ok((entries, tails, sha, size))
+    if let Route::Stream(_) = route {
+        return stream::create(x, env, server, &id, version, no_logs);
+    }
+    let partial = format!("{id}.tar.zst.partial");
+    let made = (|| -> Result<sr::ReadBack> {
+        x.run(&Step::remote(
+            "snapshot-create",
+            "Archive and compress on the server (tar | zstd -T0)",
+            server,
+            sr::create(env, no_logs, &partial),
+        ))?;
+        read_back(x, env, server, &partial)
     })();
-    let streamed = result.and_then(|r| {
-        reader_ok(&src, "tar")?;
-        wait_ok(&dst, "writing the snapshot (disk full?)")?;
-        Ok(r)
-    });
-    let (entries, mut tails, sha, size) = match streamed {
-        Ok(r) => r,
+    let rb = match made {
+        Ok(rb) => rb,
         Err(e) => {
-            let _ = src.kill();
-            let _ = dst.kill();
-            let _ = dst.wait();
             let _ = x.run(&Step::remote(
                 "snapshot-cleanup",
                 "Remove the partial snapshot",
@@ -268,68 +111,92 @@ pub fn create(
             )));
         }
     };
-    // Where a JSON-lines file was caught mid-append, keep everything up to its last newline.
-    for t in &mut tails {
-        t.keep_bytes = last_newline(
-            x,
-            server,
-            &format!("{}/{partial}", env.backups_dir),
-            &t.path,
-        )?;
-    }
-    let manifest = Manifest {
-        id: id.clone(),
-        created: now_rfc3339(),
-        env: env.name.clone(),
-        server: server.to_string(),
-        version: version.to_string(),
+    let made = Made {
+        id: &id,
+        partial: &partial,
+        version,
         no_logs,
-        archive: ArchiveInfo {
-            file: file.clone(),
-            size,
-            sha256: sha.clone(),
-        },
-        entries,
-        partial_tails: tails,
+        size: rb.size,
+        sha256: &rb.sha256,
+        entries: rb.entries,
+        partial_tails: rb.partial_tails,
     };
-    let step = Step::remote(
-        "snapshot-finish",
-        "Write the checksum and the manifest (last)",
-        server,
-        ss::finish(env, &id, &partial, &file, &sha),
-    )
-    .data_stdin(serde_json::to_vec(&manifest)?);
-    x.run(&step)?;
-    Ok(manifest)
+    stream::write_manifest(x, env, server, made)
 }
 
-/// For a partially captured JSON-lines file: the length up to its last newline, found by
-/// streaming the just-written snapshot's entry (never the live file).
-fn last_newline(x: &mut Executor, server: &str, archive: &str, path: &str) -> Result<u64> {
-    let src = reader(x, server, &format!("cat {}", server::q(archive)))?;
-    let dec = zstd::stream::read::Decoder::new(&src)?;
-    let mut ar = tar::Archive::new(dec);
-    let mut keep = 0u64;
-    for e in ar.entries()? {
-        let mut e = e?;
-        if String::from_utf8_lossy(&e.path_bytes()) == path {
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut pos = 0u64;
-            loop {
-                let n = e.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
-                    keep = pos + i as u64 + 1;
-                }
-                pos += n as u64;
-            }
-            break;
+/// Reads `file` of the backups folder back on the server ([`sr::read_back`]): an unsafe entry
+/// fails naming it ("unsafe archive entry"), as does a failed or incomplete reply.
+fn read_back(x: &mut Executor, env: &Env, server: &str, file: &str) -> Result<sr::ReadBack> {
+    let out = x.exec(
+        &Step::remote(
+            "snapshot-read-back",
+            format!("Hash every entry of {file} on the server"),
+            server,
+            sr::read_back(env, file),
+        )
+        .read_only(),
+    )?;
+    match sr::parse_read_back(&out.stdout) {
+        Err(Ok(unsafe_entry)) => Err(fail(format!(
+            "unsafe archive entry: {unsafe_entry}; nothing was extracted"
+        ))),
+        _ if !out.ok => Err(fail(format!(
+            "reading {file} back failed on {server}: {}",
+            out.stderr.trim()
+        ))),
+        Err(Err(e)) => Err(e.context(format!("reading {file} back on {server}"))),
+        Ok(rb) => Ok(rb),
+    }
+}
+
+/// Checks snapshot `m` against its archive: on the server ([`Route::Server`]: only the results
+/// cross) or by streaming it. Exit 1 naming the first mismatch or unsafe entry.
+pub fn verify(
+    x: &mut Executor,
+    env: &Env,
+    server: &str,
+    m: &Manifest,
+    route: &Route,
+) -> Result<()> {
+    if let Route::Stream(_) = route {
+        return check_stream(x, env, server, m, None);
+    }
+    let rb = read_back(x, env, server, &m.archive.file)?;
+    compare(m, &rb)
+}
+
+/// The manifest against what the archive holds now (entries in order, then the archive).
+pub fn compare(m: &Manifest, rb: &sr::ReadBack) -> Result<()> {
+    for (i, e) in rb.entries.iter().enumerate() {
+        let want = m
+            .entries
+            .get(i)
+            .ok_or_else(|| fail(format!("entry {} is not in the manifest", e.path)))?;
+        if want != e {
+            return Err(fail(format!(
+                "mismatch at {}: manifest says {} bytes sha256 {}, archive has {} bytes sha256 {}",
+                e.path,
+                want.size,
+                want.sha256.as_deref().unwrap_or("-"),
+                e.size,
+                e.sha256.as_deref().unwrap_or("-")
+            )));
         }
     }
-    let _ = src.kill();
-    Ok(keep)
+    if rb.entries.len() != m.entries.len() {
+        return Err(fail(format!(
+            "the archive has {} entries, the manifest {}",
+            rb.entries.len(),
+            m.entries.len()
+        )));
+    }
+    if rb.sha256 != m.archive.sha256 || rb.size != m.archive.size {
+        return Err(fail(format!(
+            "archive {} has sha256 {} ({} bytes); the manifest says {} ({} bytes)",
+            m.archive.file, rb.sha256, rb.size, m.archive.sha256, m.archive.size
+        )));
+    }
+    Ok(())
 }
 
 /// The manifest of snapshot `id` (exit 1 naming it when absent).
@@ -349,117 +216,20 @@ pub fn read_manifest(x: &mut Executor, env: &Env, server: &str, id: &str) -> Res
     serde_json::from_str(&out.stdout).with_context(|| format!("parsing the manifest of {id}"))
 }
 
-/// Streams the archive from the server, checks every entry (safety first) against the manifest,
-/// and the archive's sha256. With `extract`, the verified tar stream is also fed to `tar -x` in
-/// that folder on the server.
-pub fn check_stream(
-    x: &mut Executor,
-    env: &Env,
-    server: &str,
-    m: &Manifest,
-    extract: Option<&str>,
-) -> Result<()> {
-    let src = reader(x, server, &ss::cat(env, &m.archive.file))?;
-    let mut dst = match extract {
-        Some(dir) => Some(writer(x, server, &ss::extract(dir))?),
-        None => None,
-    };
-    let hashed = Hashing::new(&src);
-    let dec = zstd::stream::read::Decoder::new(hashed)?;
-    let i = std::cell::Cell::new(0usize);
-    let check = |e: Entry, _last: Option<u8>| -> Result<()> {
-        let want = m
-            .entries
-            .get(i.get())
-            .ok_or_else(|| fail(format!("entry {} is not in the manifest", e.path)))?;
-        if *want != e {
-            return Err(fail(format!(
-                "mismatch at {}: manifest says {} bytes sha256 {}, archive has {} bytes sha256 {}",
-                e.path,
-                want.size,
-                want.sha256.as_deref().unwrap_or("-"),
-                e.size,
-                e.sha256.as_deref().unwrap_or("-")
-            )));
-        }
-        i.set(i.get() + 1);
-        Ok(())
-    };
-    let outcome = (|| -> Result<()> {
-        let dec = match dst.as_mut() {
-            Some((_, sink)) => {
-                let tee = Tee { r: dec, w: sink };
-                let mut rest = walk(tee, check)?;
-                io::copy(&mut rest, &mut io::sink())?; // end-of-archive blocks, to tar -x too
-                rest.r
-            }
-            None => {
-                let mut rest = walk(dec, check)?;
-                io::copy(&mut rest, &mut io::sink())?;
-                rest
-            }
-        };
-        let mut hashed = dec.finish().into_inner();
-        io::copy(&mut hashed, &mut io::sink())?;
-        let (_, sha, size) = hashed.finish();
-        if i.get() != m.entries.len() {
-            return Err(fail(format!(
-                "the archive has {} entries, the manifest {}",
-                i.get(),
-                m.entries.len()
-            )));
-        }
-        if sha != m.archive.sha256 || size != m.archive.size {
-            return Err(fail(format!(
-                "archive {} has sha256 {sha} ({size} bytes); the manifest says {} ({} bytes)",
-                m.archive.file, m.archive.sha256, m.archive.size
-            )));
-        }
-        reader_ok(&src, "reading the archive")
-    })();
-    let _ = src.kill();
-    if let Some((h, sink)) = dst {
-        drop(sink);
-        if outcome.is_err() {
-            let _ = h.kill();
-        }
-        let r = wait_ok(&h, "tar -x");
-        outcome?;
-        r?;
-        return Ok(());
-    }
-    outcome
-}
-
 /// Every snapshot in the backups folder with its state.
 pub fn list(x: &mut Executor, env: &Env, server: &str) -> Result<Vec<Listed>> {
     let out = x.run(&Step::remote("list", "List snapshots", server, ss::list(env)).read_only())?;
     Ok(ss::parse_list(env, &out.stdout))
 }
 
-/// Copies one file of the backups folder to `to`, returning its sha256.
-pub fn download(
-    x: &mut Executor,
-    env: &Env,
-    server: &str,
-    name: &str,
-    to: &std::path::Path,
-) -> Result<String> {
-    let src = reader(x, server, &ss::cat(env, name))?;
-    let mut out = Hashing::new(std::fs::File::create(to)?);
-    io::copy(&mut &src, &mut out)?;
-    reader_ok(&src, "cat")?;
-    let (_, sha, _) = out.finish();
-    Ok(sha)
-}
-
 /// Restores snapshot `id`: verify, lock, stop, move aside, extract, cut partial tails, start the
 /// recorded version behind the health gate. Returns the folder the replaced state was moved to
 /// (relative to the deploy root).
 pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) -> Result<String> {
+    let route = route(x, server)?;
     let m = x.step(&format!("Verify snapshot {id}"), |x| {
         let m = read_manifest(x, env, server, id)?;
-        check_stream(x, env, server, &m, None)?;
+        verify(x, env, server, &m, &route)?;
         Ok(m)
     })?;
     let st = Steps::new(env, server);
@@ -512,9 +282,19 @@ pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) ->
             server,
             ss::move_aside(env, &undo),
         ))?;
-        x.step(&format!("Extract {id}"), |x| {
-            check_stream(x, env, server, &m, Some(&env.remote_dir))
-        })?;
+        match &route {
+            Route::Server => {
+                x.run_step(&Step::remote(
+                    "extract",
+                    format!("Extract {id} (its sha256 checked again first)"),
+                    server,
+                    sr::extract(env, &m.archive.file, &m.archive.sha256, &env.remote_dir),
+                ))?;
+            }
+            Route::Stream(_) => x.step(&format!("Extract {id}"), |x| {
+                check_stream(x, env, server, &m, Some(&env.remote_dir))
+            })?,
+        }
         for t in &m.partial_tails {
             x.run_step(&Step::remote(
                 "tail",
@@ -563,22 +343,4 @@ pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) ->
         ));
     }
     Ok(undo)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashing_round_trip() {
-        let mut h = Hashing::new(Vec::new());
-        h.write_all(b"abc").unwrap();
-        let (v, sha, n) = h.finish();
-        assert_eq!(v, b"abc");
-        assert_eq!(n, 3);
-        assert_eq!(
-            sha,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
 }

@@ -95,16 +95,16 @@ impl<'a> Steps<'a> {
             app::chown(self.env, &self.env.image(version)),
         )
     }
-    /// The pre-deploy snapshot (run as a stream by `ops::snapshot::create`; shown as its parts).
+    /// The pre-deploy snapshot (run by `ops::snapshot::create`, on the server since issue 13;
+    /// shown as its parts: write the archive, read it back, then the manifest).
     pub fn snapshot(&self) -> Step {
         self.remote(
             "snapshot",
             "Pre-deploy snapshot",
             format!(
-                "{}  | (sha256 per entry, zstd, sha256 on the controller) | [{}] {}",
-                snapshot::tar(self.env, false),
-                self.server,
-                snapshot::write_partial(self.env, "<ID>.tar.zst.partial")
+                "{}  ;  {}  (without zstd on the server: streamed through the controller)",
+                crate::server::snapshot_remote::create(self.env, false, "<ID>.tar.zst.partial"),
+                crate::server::snapshot_remote::read_back(self.env, "<ID>.tar.zst.partial"),
             ),
         )
     }

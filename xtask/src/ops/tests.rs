@@ -371,8 +371,8 @@ pub(super) fn active(container: &str) -> Output {
     ))
 }
 
-/// A fake server on which a handoff of v1.1.0 goes well from start to end.
-pub(super) fn handoff_server() -> (Env, Fake) {
+#[test]
+fn a_handoff_runs_exactly_its_plan_and_never_stops_before_the_soak() {
     let e = env();
     let f = server(&e);
     f.answer("candidate-gate", candidate_gate("v1.1.0"))
@@ -380,12 +380,6 @@ pub(super) fn handoff_server() -> (Env, Fake) {
         .answer("handoff", active("qts-observer-next"))
         .answer("gate", healthy_gate("v1.1.0"))
         .answer("release-candidate", active("qts-observer"));
-    (e, f)
-}
-
-#[test]
-fn a_handoff_runs_exactly_its_plan_and_never_stops_before_the_soak() {
-    let (e, f) = handoff_server();
     let (code, done, log) = run(&e, &f, &handoff());
     assert_eq!(code, 0);
     let plan = dry_run_plan(
@@ -593,3 +587,4 @@ fn a_running_observer_without_the_writer_lock_is_replaced_by_recreate() {
 mod endings;
 mod foreign_and_prune;
 mod interrupts;
+mod snapshot_routes;

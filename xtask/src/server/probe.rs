@@ -166,8 +166,10 @@ pub fn remote_checks_script(env: &Env) -> String {
         .join(" ");
     let secrets = APP_SECRETS.join(" ");
     format!(
-        "echo \"compose=$({DETECT_COMPOSE})\"; echo \"docker=$(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null)\"; echo \"dir=$(stat -c '%U %a' {rd} 2>/dev/null)\"; echo \"writable=$(test -w {rd} && echo yes)\"; echo \"envmode=$(stat -c %a {rd}/.env 2>/dev/null)\"; echo \"disk=$(df -Pk {rd} 2>/dev/null | awk 'NR==2{{print $4}}')\"; echo \"loginenv=$(env | sed -n 's/^\\(IMAGE_[A-Z_]*\\|COMPOSE_[A-Z_]*\\|OBSERVER_[A-Z_]*\\|KIS_[A-Z_]*\\)=.*/\\1/p' | tr '\\n' ' ')\"; {}; if {}; then docker exec {CONTAINER} sh -c 'for n in {plain}; do printf \"cenv %s=%s\\n\" \"$n\" \"$(printenv \"$n\")\"; done; for n in {secrets}; do if [ -n \"$(printenv \"$n\")\" ]; then echo \"csecret $n=set\"; else echo \"csecret $n=unset\"; fi; done' 2>/dev/null; fi; true",
+        "echo \"compose=$({DETECT_COMPOSE})\"; echo \"docker=$(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null)\"; echo \"dir=$(stat -c '%U %a' {rd} 2>/dev/null)\"; echo \"writable=$(test -w {rd} && echo yes)\"; echo \"envmode=$(stat -c %a {rd}/.env 2>/dev/null)\"; echo \"disk=$(df -Pk {rd} 2>/dev/null | awk 'NR==2{{print $4}}')\"; b={bd}; echo \"backups=$(du -sk -- \"$b\" 2>/dev/null | cut -f1)\"; while [ ! -e \"$b\" ] && [ \"$b\" != / ]; do b=$(dirname -- \"$b\"); done; echo \"backupsfree=$(df -Pk -- \"$b\" 2>/dev/null | awk 'NR==2{{print $4}}')\"; {tools}; echo \"loginenv=$(env | sed -n 's/^\\(IMAGE_[A-Z_]*\\|COMPOSE_[A-Z_]*\\|OBSERVER_[A-Z_]*\\|KIS_[A-Z_]*\\)=.*/\\1/p' | tr '\\n' ' ')\"; {}; if {}; then docker exec {CONTAINER} sh -c 'for n in {plain}; do printf \"cenv %s=%s\\n\" \"$n\" \"$(printenv \"$n\")\"; done; for n in {secrets}; do if [ -n \"$(printenv \"$n\")\" ]; then echo \"csecret $n=set\"; else echo \"csecret $n=unset\"; fi; done' 2>/dev/null; fi; true",
         owners(),
-        is_ours(CONTAINER)
+        is_ours(CONTAINER),
+        bd = q(&env.backups_dir),
+        tools = super::snapshot_remote::tools(),
     )
 }

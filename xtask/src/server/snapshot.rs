@@ -53,7 +53,7 @@ pub struct ArchiveInfo {
     pub sha256: String,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PartialTail {
     pub path: String,
     pub keep_bytes: u64,

@@ -121,6 +121,28 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
         ),
         ("snapshot-cut-tail", snapshot::cut_tail(&e, &tail)),
         ("snapshot-prune-scan", snapshot::prune_scan(&e)),
+        ("snapshot-tools", snapshot_remote::tools()),
+        (
+            "snapshot-create",
+            snapshot_remote::create(&e, false, "20261129T100000Z-abcdef.tar.zst.partial"),
+        ),
+        (
+            "snapshot-create-no-logs",
+            snapshot_remote::create(&e, true, "20261129T100000Z-abcdef.tar.zst.partial"),
+        ),
+        (
+            "snapshot-read-back",
+            snapshot_remote::read_back(&e, "20261129T100000Z-abcdef.tar.zst"),
+        ),
+        (
+            "snapshot-extract-checked",
+            snapshot_remote::extract(
+                &e,
+                "20261129T100000Z-abcdef.tar.zst",
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                &e.remote_dir,
+            ),
+        ),
         (
             "snapshot-remove-files",
             snapshot::remove_files(

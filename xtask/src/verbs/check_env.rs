@@ -458,6 +458,38 @@ fn remote_checks(sh: &Ctx, env: &Env, r: &mut Report) {
     } else {
         r.ok("remote disk", format!("{} MiB free", disk / 1024));
     }
+    // issue 13: snapshots are made on the server when it has the tools; the backups folder's
+    // size and the free space there (deploys prune it to keep_snapshots).
+    match crate::server::snapshot_remote::missing_tools(o).as_slice() {
+        [] => r.ok(
+            "remote snapshot tools",
+            "GNU tar, zstd, sha256sum: snapshots are made on the server",
+        ),
+        m => r.warn(
+            "remote snapshot tools",
+            format!(
+                "{} missing: snapshots stream through this machine (slower; scripts/provision-server.sh installs them)",
+                m.join(", ")
+            ),
+        ),
+    }
+    let kib = |k: &str| field(o, k).parse::<u64>().ok();
+    let free = kib("backupsfree");
+    let size = match kib("backups") {
+        Some(k) => format!("{} MiB", k / 1024),
+        None => "absent (the first snapshot creates it)".into(),
+    };
+    let msg = format!(
+        "{}: {size}; {} MiB free there (keep_snapshots {})",
+        env.backups_dir,
+        free.map_or("?".into(), |f| (f / 1024).to_string()),
+        env.cfg.keep_snapshots
+    );
+    if free.is_some_and(|f| f >= 1024 * 1024) {
+        r.ok("remote backups", msg);
+    } else {
+        r.warn("remote backups", msg);
+    }
     match field(o, "loginenv") {
         "" => r.ok("remote login env", "sets none of the deploy's variables"),
         names => r.warn(

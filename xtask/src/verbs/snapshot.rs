@@ -31,6 +31,10 @@ enum SnapshotCmd {
         /// Leave logs/ out.
         #[arg(long)]
         no_logs: bool,
+        /// Stream the archive through this machine, as before issue 13 (the fallback when the
+        /// server lacks zstd; the default makes it on the server).
+        #[arg(long)]
+        stream: bool,
     },
     /// Every snapshot with its state (valid / incomplete / corrupt).
     List,
@@ -98,7 +102,7 @@ impl Snapshot {
         let (mut x, server) = ops::connect(sh, &env, false)?;
         let s = server.name.clone();
         match self.cmd {
-            SnapshotCmd::Create { no_logs } => {
+            SnapshotCmd::Create { no_logs, stream } => {
                 let probe =
                     server::probe::parse(&x.run_step(&Steps::new(&env, &s).probe())?.stdout);
                 // A foreign `qts-observer` (issue 12) is not the deployed version.
@@ -107,8 +111,13 @@ impl Snapshot {
                 } else {
                     server::tag_of(&probe.running)
                 };
+                let route = if stream {
+                    snapshot::Route::Stream(vec![])
+                } else {
+                    snapshot::route(&mut x, &s)?
+                };
                 let m = x.step("Create the snapshot", |x| {
-                    snapshot::create(x, &env, &s, &version, no_logs)
+                    snapshot::create_by(x, &env, &s, &version, no_logs, &route)
                 })?;
                 if self.json {
                     println!(
@@ -139,9 +148,10 @@ impl Snapshot {
                 }
             }
             SnapshotCmd::Verify { id } => {
+                let route = snapshot::route(&mut x, &s)?;
                 x.step(&format!("Verify snapshot {id}"), |x| {
                     let m = snapshot::read_manifest(x, &env, &s, &id)?;
-                    snapshot::check_stream(x, &env, &s, &m, None)
+                    snapshot::verify(x, &env, &s, &m, &route)
                 })?;
                 println!("snapshot {id}: valid");
             }
@@ -180,7 +190,7 @@ impl Snapshot {
                     format!("{}.sha256", m.archive.file),
                     format!("{id}.manifest.json"),
                 ] {
-                    let sha = snapshot::download(&mut x, &env, &s, &f, &to.join(&f))?;
+                    let sha = ops::snapshot_stream::download(&mut x, &env, &s, &f, &to.join(&f))?;
                     if f == m.archive.file && sha != m.archive.sha256 {
                         return Err(fail(format!(
                             "downloaded {f} has sha256 {sha}, the manifest says {}",

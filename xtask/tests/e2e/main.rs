@@ -19,5 +19,6 @@ mod release;
 mod sandbox;
 mod secrets;
 mod snapshot;
+mod snapshot_server;
 
 pub const E2E: &str = "e2e: needs the sandbox; run by `cargo xtask ci`";

@@ -6,6 +6,17 @@ use super::*;
 use crate::core::signals;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+fn handoff_server() -> (crate::config::Env, Fake) {
+    let e = env();
+    let f = server(&e);
+    f.answer("candidate-gate", candidate_gate("v1.1.0"))
+        .answer("soak", ok("ok soak healthy for 10s without a restart"))
+        .answer("handoff", active("qts-observer-next"))
+        .answer("gate", healthy_gate("v1.1.0"))
+        .answer("release-candidate", active("qts-observer"));
+    (e, f)
+}
+
 #[test]
 fn a_signal_before_the_handoff_undoes_the_run_and_never_stops_the_old_version() {
     for (at, sig, code) in [
