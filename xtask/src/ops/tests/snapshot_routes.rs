@@ -53,6 +53,21 @@ fn the_server_side_manifest_equals_the_streamed_one() {
     let (ok, out, err) = sh(&sr::read_back(&env, partial));
     assert!(ok, "{err}");
     let rb = sr::parse_read_back(&out).unwrap_or_else(|e| panic!("{e:?}\n{out}"));
+    // The same reply whichever sha256 tool the server has (openssl, or coreutils' sha256sum).
+    let no_openssl = base.join("path-without-openssl");
+    std::fs::create_dir_all(&no_openssl).unwrap();
+    let link = format!(
+        "cd {} && for d in /usr/local/bin /usr/bin /bin; do for f in \"$d\"/*; do n=${{f##*/}}; [ \"$n\" = openssl ] && continue; [ -e \"$n\" ] || ln -s \"$f\" \"$n\"; done; done",
+        crate::server::q(no_openssl.to_str().unwrap())
+    );
+    assert!(sh(&link).0);
+    let (ok, out2, err) = sh(&format!(
+        "PATH={}; export PATH; {}",
+        crate::server::q(no_openssl.to_str().unwrap()),
+        sr::read_back(&env, partial)
+    ));
+    assert!(ok, "{err}");
+    assert_eq!(sr::parse_read_back(&out2).ok(), Some(rb.clone()));
 
     // Today's path over the same archive: the tar crate's walk, and the last newline.
     let bytes = std::fs::read(backups.join(partial)).unwrap();
