@@ -9,6 +9,7 @@ pub mod rollout;
 pub mod run;
 pub mod secrets;
 pub mod snapshot;
+pub mod snapshot_delta;
 pub mod snapshot_stream;
 pub mod steps;
 

@@ -43,7 +43,8 @@ pub struct Selection {
 }
 
 /// Chooses what to delete: of the valid snapshots, the protected ones and then the newest stay
-/// until `keep` (at least 1) are kept; every other valid one goes. Incomplete and corrupt
+/// until `keep` (at least 1) are kept, and with them every parent an incremental one among them
+/// needs; every other valid one goes. Incomplete and corrupt
 /// snapshots are never deleted here (`snapshot list` shows them). Partial files idle for more
 /// than `ttl_s` seconds are stale.
 pub fn select(
@@ -68,6 +69,22 @@ pub fn select(
             break;
         }
         kept.insert(id);
+    }
+    // An incremental snapshot restores through its parents (issue 13 item 2): every ancestor of
+    // a kept snapshot is kept too, beyond `keep` if need be.
+    let parent_of = |id: &str| {
+        listed
+            .iter()
+            .find(|l| l.id == id)
+            .and_then(|l| l.parent.as_deref())
+    };
+    let mut todo: Vec<&str> = kept.iter().copied().collect();
+    while let Some(id) = todo.pop() {
+        if let Some(p) = parent_of(id) {
+            if kept.insert(p) {
+                todo.push(p);
+            }
+        }
     }
     let mut s = Selection {
         protected: protected.to_vec(),
@@ -203,8 +220,29 @@ mod tests {
                 created: String::new(),
                 version: String::new(),
                 files: ss::files(&e, id),
+                parent: None,
             })
             .collect()
+    }
+
+    #[test]
+    fn the_parents_of_a_kept_incremental_snapshot_are_kept() {
+        let mut l = listed(&[
+            ("s1", "valid"),
+            ("s2", "valid"),
+            ("s3", "valid"),
+            ("s4", "valid"),
+        ]);
+        // s4 on s3 on s1 (s2 is a full one in between).
+        l[3].parent = Some("s3".into());
+        l[2].parent = Some("s1".into());
+        let s = select(&l, &[], 1, &[], 60);
+        assert_eq!(s.keep, vec!["s1", "s3", "s4"]);
+        assert_eq!(s.delete, vec!["s2"]);
+        // A protected delta keeps its chain too.
+        let s = select(&l, &[], 1, &["s3".to_string()], 60);
+        assert_eq!(s.keep, vec!["s1", "s3"]);
+        assert_eq!(s.delete, vec!["s2", "s4"]);
     }
 
     fn rec(kind: &str, version: &str, outcome: Outcome, snapshot: Option<&str>) -> HistoryRecord {

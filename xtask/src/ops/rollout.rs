@@ -477,9 +477,9 @@ fn execute_step(
         "snapshot" => {
             let (env, server) = (run.env, run.st.server.clone());
             let old = server::tag_of(run.running);
-            let m = run
-                .x
-                .step_of(step, |x| snapshot::create(x, env, &server, &old, false))?;
+            let m = run.x.step_of(step, |x| {
+                snapshot::create(x, env, &server, &old, false, true)
+            })?;
             eprintln!("    snapshot {} ({} bytes)", m.id, m.archive.size);
             run.snapshot = Some(m.id);
         }

@@ -6,16 +6,19 @@
 //! (`ops::snapshot_stream`, how every earlier snapshot was made) is the fallback, with a warning.
 //! Both make the same three files; `verify` and `restore` read either.
 
+use super::snapshot_delta as delta;
 use super::snapshot_stream::{self as stream, check_stream, Made};
+pub use super::snapshot_stream::{read_back, read_manifest};
 use super::steps::Steps;
 use crate::config::Env;
 use crate::core::exit::fail;
 use crate::core::util::{now_rfc3339, random_hex};
 use crate::ctx::Ctx;
 use crate::plan::{Executor, Step};
-use crate::server::snapshot::{self as ss, Listed, Manifest};
+use crate::server::snapshot::{self as ss, Delta, Listed, Manifest};
+use crate::server::snapshot_delta as sd;
 use crate::server::snapshot_remote as sr;
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 fn new_id() -> Result<String> {
     let t = now_rfc3339().replace(['-', ':'], "");
@@ -61,20 +64,22 @@ pub fn choose(missing: Vec<String>) -> Route {
 }
 
 /// Takes a snapshot of `server`'s deploy root (used by `snapshot create` and by `deploy`): on the
-/// server when it can ([`route`]), else streamed. Errors: a failed write removes the partial
-/// file and fails (exit 1).
+/// server when it can ([`route`]), else streamed; with `incremental`, on top of the newest
+/// suitable snapshot (`ops::snapshot_delta`), full when there is none or the delta fails.
+/// Errors: a failed write removes the partial file and fails (exit 1).
 pub fn create(
     x: &mut Executor,
     env: &Env,
     server: &str,
     version: &str,
     no_logs: bool,
+    incremental: bool,
 ) -> Result<Manifest> {
     let r = route(x, server)?;
-    create_by(x, env, server, version, no_logs, &r)
+    create_by(x, env, server, version, no_logs, &r, incremental)
 }
 
-/// [`create`] by a chosen route.
+/// [`create`] by a chosen route (the stream is always full).
 pub fn create_by(
     x: &mut Executor,
     env: &Env,
@@ -82,12 +87,51 @@ pub fn create_by(
     version: &str,
     no_logs: bool,
     route: &Route,
+    incremental: bool,
 ) -> Result<Manifest> {
     let id = new_id()?;
     if let Route::Stream(_) = route {
         return stream::create(x, env, server, &id, version, no_logs);
     }
     let partial = format!("{id}.tar.zst.partial");
+    let scanned = delta::scan(x, env, server, no_logs);
+    if let (true, Some(scanned)) = (incremental, &scanned) {
+        let valid = delta::valid_manifests(x, env, server).unwrap_or_default();
+        match delta::choose_parent(&valid, &env.name, no_logs) {
+            Some(parent) => {
+                match delta::create(x, env, server, parent, scanned, &partial) {
+                    Ok(d) => {
+                        let made = Made {
+                            id: &id,
+                            partial: &partial,
+                            version,
+                            no_logs,
+                            size: d.rb.size,
+                            sha256: &d.rb.sha256,
+                            entries: d.rb.entries,
+                            partial_tails: d.tails,
+                            delta: d.delta,
+                            state: Some(d.state),
+                        };
+                        return stream::write_manifest(x, env, server, made);
+                    }
+                    Err(e) => {
+                        let _ = x.run(&Step::remote(
+                            "snapshot-cleanup",
+                            "Remove the partial snapshot",
+                            server,
+                            ss::remove_partial(env, &partial),
+                        ));
+                        eprintln!("    warning: the incremental snapshot failed ({e:#}): taking a full one");
+                    }
+                }
+            }
+            None => eprintln!(
+                "    no snapshot to build on (none with a recorded state, or its chain is {} deep): a full snapshot",
+                sd::MAX_DEPTH
+            ),
+        }
+    }
     let made = (|| -> Result<sr::ReadBack> {
         x.run(&Step::remote(
             "snapshot-create",
@@ -111,6 +155,7 @@ pub fn create_by(
             )));
         }
     };
+    let state = scanned.map(|sc| sd::state_after(&[], &sc, &rb.entries, &rb.windows, &[]));
     let made = Made {
         id: &id,
         partial: &partial,
@@ -120,49 +165,51 @@ pub fn create_by(
         sha256: &rb.sha256,
         entries: rb.entries,
         partial_tails: rb.partial_tails,
+        delta: Delta::default(),
+        state,
     };
     stream::write_manifest(x, env, server, made)
 }
 
-/// Reads `file` of the backups folder back on the server ([`sr::read_back`]): an unsafe entry
-/// fails naming it ("unsafe archive entry"), as does a failed or incomplete reply.
-fn read_back(x: &mut Executor, env: &Env, server: &str, file: &str) -> Result<sr::ReadBack> {
-    let out = x.exec(
-        &Step::remote(
-            "snapshot-read-back",
-            format!("Hash every entry of {file} on the server"),
-            server,
-            sr::read_back(env, file),
-        )
-        .read_only(),
-    )?;
-    match sr::parse_read_back(&out.stdout) {
-        Err(Ok(unsafe_entry)) => Err(fail(format!(
-            "unsafe archive entry: {unsafe_entry}; nothing was extracted"
-        ))),
-        _ if !out.ok => Err(fail(format!(
-            "reading {file} back failed on {server}: {}",
-            out.stderr.trim()
-        ))),
-        Err(Err(e)) => Err(e.context(format!("reading {file} back on {server}"))),
-        Ok(rb) => Ok(rb),
-    }
-}
-
 /// Checks snapshot `m` against its archive: on the server ([`Route::Server`]: only the results
-/// cross) or by streaming it. Exit 1 naming the first mismatch or unsafe entry.
+/// cross) or by streaming it. An incremental snapshot is checked with its whole chain (every
+/// archive, and that each delta fits its parent). Exit 1 naming the first mismatch or unsafe
+/// entry. Returns the chain, full snapshot first (`[m]` for a full one).
 pub fn verify(
     x: &mut Executor,
     env: &Env,
     server: &str,
     m: &Manifest,
     route: &Route,
-) -> Result<()> {
-    if let Route::Stream(_) = route {
-        return check_stream(x, env, server, m, None);
+) -> Result<Vec<Manifest>> {
+    let chain = if m.delta.parent.is_some() {
+        delta::chain(x, env, server, m)?
+    } else {
+        vec![m.clone()]
+    };
+    for c in &chain {
+        match route {
+            Route::Stream(_) if c.delta.parent.is_some() => {
+                return Err(fail(format!(
+                    "snapshot {} is incremental: it is checked and restored on the server, which lacks {}",
+                    c.id,
+                    sr::TOOLS.join(", ")
+                )))
+            }
+            Route::Stream(_) => check_stream(x, env, server, c, None)?,
+            Route::Server => {
+                let rb = read_back(x, env, server, &c.archive.file)?;
+                compare(c, &rb).map_err(|e| {
+                    if c.id == m.id {
+                        e
+                    } else {
+                        fail(format!("{e:#} (in {}, a parent of {})", c.id, m.id))
+                    }
+                })?;
+            }
+        }
     }
-    let rb = read_back(x, env, server, &m.archive.file)?;
-    compare(m, &rb)
+    Ok(chain)
 }
 
 /// The manifest against what the archive holds now (entries in order, then the archive).
@@ -199,23 +246,6 @@ pub fn compare(m: &Manifest, rb: &sr::ReadBack) -> Result<()> {
     Ok(())
 }
 
-/// The manifest of snapshot `id` (exit 1 naming it when absent).
-pub fn read_manifest(x: &mut Executor, env: &Env, server: &str, id: &str) -> Result<Manifest> {
-    let out = x.exec(
-        &Step::remote(
-            "manifest",
-            "Read the manifest",
-            server,
-            ss::cat(env, &format!("{id}.manifest.json")),
-        )
-        .read_only(),
-    )?;
-    if !out.ok {
-        return Err(fail(format!("snapshot {id}: no manifest on {server} (unknown or incomplete snapshot; see `snapshot list`)")));
-    }
-    serde_json::from_str(&out.stdout).with_context(|| format!("parsing the manifest of {id}"))
-}
-
 /// Every snapshot in the backups folder with its state.
 pub fn list(x: &mut Executor, env: &Env, server: &str) -> Result<Vec<Listed>> {
     let out = x.run(&Step::remote("list", "List snapshots", server, ss::list(env)).read_only())?;
@@ -227,11 +257,12 @@ pub fn list(x: &mut Executor, env: &Env, server: &str) -> Result<Vec<Listed>> {
 /// (relative to the deploy root).
 pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) -> Result<String> {
     let route = route(x, server)?;
-    let m = x.step(&format!("Verify snapshot {id}"), |x| {
+    let (m, chain) = x.step(&format!("Verify snapshot {id}"), |x| {
         let m = read_manifest(x, env, server, id)?;
-        verify(x, env, server, &m, &route)?;
-        Ok(m)
+        let chain = verify(x, env, server, &m, &route)?;
+        Ok((m, chain))
     })?;
+    let root = chain.first().cloned().unwrap_or_else(|| m.clone());
     let st = Steps::new(env, server);
     let probe = super::probe(x, &st)?;
     let c = crate::compose::choose(&probe.compose)?;
@@ -286,14 +317,22 @@ pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) ->
             Route::Server => {
                 x.run_step(&Step::remote(
                     "extract",
-                    format!("Extract {id} (its sha256 checked again first)"),
+                    format!("Extract {} (its sha256 checked again first)", root.id),
                     server,
-                    sr::extract(env, &m.archive.file, &m.archive.sha256, &env.remote_dir),
+                    sr::extract(
+                        env,
+                        &root.archive.file,
+                        &root.archive.sha256,
+                        &env.remote_dir,
+                    ),
                 ))?;
             }
             Route::Stream(_) => x.step(&format!("Extract {id}"), |x| {
                 check_stream(x, env, server, &m, Some(&env.remote_dir))
             })?,
+        }
+        for d in chain.iter().skip(1) {
+            delta::apply(x, env, server, d)?;
         }
         for t in &m.partial_tails {
             x.run_step(&Step::remote(

@@ -10,6 +10,7 @@ use crate::core::util::{hex, now_rfc3339};
 use crate::plan::{Executor, Step};
 use crate::server;
 use crate::server::snapshot::{self as ss, check_entry, ArchiveInfo, Entry, Manifest, PartialTail};
+use crate::server::snapshot_remote as sr;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
@@ -278,6 +279,8 @@ pub fn create(
         sha256: &sha,
         entries,
         partial_tails: tails,
+        delta: Default::default(),
+        state: None,
     };
     write_manifest(x, env, server, made)
 }
@@ -294,6 +297,9 @@ pub struct Made<'a> {
     pub sha256: &'a str,
     pub entries: Vec<Entry>,
     pub partial_tails: Vec<PartialTail>,
+    /// The incremental part (default: a full snapshot) and the state recorded for the next one.
+    pub delta: crate::server::snapshot::Delta,
+    pub state: Option<Vec<crate::server::snapshot::FileState>>,
 }
 
 /// Renames the partial archive, writes its `.sha256` and then `ID.manifest.json` (last, by
@@ -314,6 +320,8 @@ pub fn write_manifest(x: &mut Executor, env: &Env, server: &str, m: Made) -> Res
         },
         entries: m.entries,
         partial_tails: m.partial_tails,
+        delta: m.delta,
+        state: m.state,
     };
     let step = Step::remote(
         "snapshot-finish",
@@ -451,6 +459,48 @@ pub fn download(
     reader_ok(&src, "cat")?;
     let (_, sha, _) = out.finish();
     Ok(sha)
+}
+
+/// Reads `file` of the backups folder back on the server ([`sr::read_back`]): an unsafe entry
+/// fails naming it ("unsafe archive entry"), as does a failed or incomplete reply.
+pub fn read_back(x: &mut Executor, env: &Env, server: &str, file: &str) -> Result<sr::ReadBack> {
+    let out = x.exec(
+        &Step::remote(
+            "snapshot-read-back",
+            format!("Hash every entry of {file} on the server"),
+            server,
+            sr::read_back(env, file),
+        )
+        .read_only(),
+    )?;
+    match sr::parse_read_back(&out.stdout) {
+        Err(Ok(unsafe_entry)) => Err(fail(format!(
+            "unsafe archive entry: {unsafe_entry}; nothing was extracted"
+        ))),
+        _ if !out.ok => Err(fail(format!(
+            "reading {file} back failed on {server}: {}",
+            out.stderr.trim()
+        ))),
+        Err(Err(e)) => Err(e.context(format!("reading {file} back on {server}"))),
+        Ok(rb) => Ok(rb),
+    }
+}
+
+/// The manifest of snapshot `id` (exit 1 naming it when absent).
+pub fn read_manifest(x: &mut Executor, env: &Env, server: &str, id: &str) -> Result<Manifest> {
+    let out = x.exec(
+        &Step::remote(
+            "manifest",
+            "Read the manifest",
+            server,
+            ss::cat(env, &format!("{id}.manifest.json")),
+        )
+        .read_only(),
+    )?;
+    if !out.ok {
+        return Err(fail(format!("snapshot {id}: no manifest on {server} (unknown or incomplete snapshot; see `snapshot list`)")));
+    }
+    serde_json::from_str(&out.stdout).with_context(|| format!("parsing the manifest of {id}"))
 }
 
 #[cfg(test)]

@@ -9,6 +9,10 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path};
 
+/// The bytes before a file's old end whose hash proves it was only appended to (4 KiB): the
+/// read-back hashes each file's last `WINDOW` bytes (issue 13 item 2, `server::snapshot_delta`).
+pub const WINDOW: u64 = 4096;
+
 /// One tar entry as the manifest records it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Entry {
@@ -40,8 +44,77 @@ pub struct Manifest {
     pub archive: ArchiveInfo,
     pub entries: Vec<Entry>,
     /// JSON-lines files captured while being appended to: bytes after their last newline, which
-    /// a restore cuts off so that every line of the restored file parses.
+    /// a restore cuts off so that every line of the restored file parses. For an incremental
+    /// snapshot: those of the whole state it restores (its chain applied).
     pub partial_tails: Vec<PartialTail>,
+    /// Incremental snapshots (issue 13 item 2): the parent this one applies on top of. All
+    /// empty for a full snapshot, and in every manifest written before issue 13.
+    #[serde(flatten, default)]
+    pub delta: Delta,
+    /// The deploy root's state as this snapshot restores it, one record per path: what the next
+    /// incremental snapshot compares the live files with. Absent in snapshots streamed through
+    /// the controller and in those written before issue 13 item 2 (the next one is then full).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub state: Option<Vec<FileState>>,
+}
+
+/// The incremental part of a manifest (`server::snapshot_delta`, issue 13 item 2). A snapshot
+/// with a `parent` restores as: its chain's full snapshot, then each delta in order — paths in
+/// `removed` deleted, the archive extracted, each of `appends` concatenated onto its file.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct Delta {
+    /// The snapshot this one applies on top of (`None`: a full snapshot).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub parent: Option<String>,
+    /// Deltas between this snapshot and its chain's full snapshot (0: full).
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub depth: u32,
+    /// Files stored by their appended bytes only: the archive's entry
+    /// `.xtask-append/<path>` holds the bytes from `offset` on.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub appends: Vec<Append>,
+    /// Paths of the parent's state that are gone (or changed kind), deleted before extracting.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub removed: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A file stored by what was appended to it since the parent snapshot.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Append {
+    /// The file, relative to the deploy root.
+    pub path: String,
+    /// Its size in the parent's state, in bytes: the appended bytes start there.
+    pub offset: u64,
+}
+
+/// One path of the deploy root in a snapshot's `state`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FileState {
+    pub path: String,
+    /// `find -printf %y`: `f` file, `d` directory, `l` symlink, another letter for the rest.
+    pub kind: String,
+    /// Bytes as archived (files).
+    pub size: u64,
+    /// The modification time `find -printf %T@` gave before the archive was written (empty:
+    /// unknown, so the next incremental snapshot stores the file whole).
+    pub mtime: String,
+    /// The inode number.
+    pub ino: u64,
+    /// sha256 of the file's last `window_len` bytes as archived (files; at most
+    /// `snapshot_delta::WINDOW`): checked again on the live file before only its appended bytes
+    /// are stored, so a file rewritten in place is stored whole.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub window: Option<String>,
+    #[serde(skip_serializing_if = "is_zero64", default)]
+    pub window_len: u64,
+}
+
+fn is_zero64(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -253,6 +326,9 @@ pub struct Listed {
     pub created: String,
     pub version: String,
     pub files: Vec<String>,
+    /// The parent of an incremental snapshot (`None`: full, or not readable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// Parses [`list`]'s output, sorted by id (which sorts by time).
@@ -265,13 +341,13 @@ pub fn parse_list(env: &Env, out: &str) -> Vec<Listed> {
             w.next().unwrap_or("").to_string(),
             w.next().unwrap_or("0").parse().unwrap_or(0),
         );
-        let (state, created, version) = match tag {
+        let (state, created, version, parent) = match tag {
             "M" => match serde_json::from_str::<Manifest>(w.next().unwrap_or("")) {
-                Ok(m) if m.archive.size == size => ("valid", m.created, m.version),
-                Ok(m) => ("corrupt", m.created, m.version),
-                Err(_) => ("corrupt", String::new(), String::new()),
+                Ok(m) if m.archive.size == size => ("valid", m.created, m.version, m.delta.parent),
+                Ok(m) => ("corrupt", m.created, m.version, m.delta.parent),
+                Err(_) => ("corrupt", String::new(), String::new(), None),
             },
-            "I" => ("incomplete", String::new(), String::new()),
+            "I" => ("incomplete", String::new(), String::new(), None),
             _ => continue,
         };
         v.push(Listed {
@@ -281,6 +357,7 @@ pub fn parse_list(env: &Env, out: &str) -> Vec<Listed> {
             size,
             created,
             version,
+            parent,
         });
     }
     v.sort_by(|a, b| a.id.cmp(&b.id));

@@ -16,12 +16,12 @@ pub const TOOLS: [&str; 4] = ["tar", "gnu-tar", "zstd", "sha256sum"];
 /// The shell function every script here uses to check a pipeline's recorded statuses: `st`
 /// holds words like `z0 t1` (a letter per stage, then its exit status); `ok z0` is true when
 /// stage `z` exited 0.
-const OK_FN: &str = "ok() { case \" $st \" in *\" $1 \"*) return 0;; esac; return 1; }";
+pub(super) const OK_FN: &str = "ok() { case \" $st \" in *\" $1 \"*) return 0;; esac; return 1; }";
 
 /// The sha256 of stdin, printed as `HASH <name>`: `openssl dgst -sha256 -r` when the server has
 /// it (it uses the CPU's SHA instructions: ~7× coreutils' `sha256sum` on the sandbox), else
 /// `sha256sum` (issue 13: the per-entry hashing is most of a snapshot's time).
-const SHA256: &str =
+pub(super) const SHA256: &str =
     "if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi";
 
 /// Prints `tool NAME yes|no` for each of [`TOOLS`] (`gnu-tar`: `tar --version` says GNU tar).
@@ -69,16 +69,19 @@ fn dq(s: &str) -> String {
     o
 }
 
-/// The command GNU tar runs per regular file when reading an archive back: prints `S <sha256>`,
-/// and for a `.jsonl` file also `T <bytes of its last line> <hex of its last byte>` (from
-/// `tail -n 1`: the bytes after the last newline when the content does not end in one).
+/// The command GNU tar runs per regular file when reading an archive back: prints `S <sha256>`
+/// and `W <sha256>` of its last [`WINDOW`](super::snapshot::WINDOW) bytes (in either
+/// order: two stages of one pipeline), and for a `.jsonl` file then `T <bytes of its last line>
+/// <hex of its last byte>` (from `tail -n 1`: the bytes after the last newline when the content
+/// does not end in one).
 fn to_command() -> String {
-    format!("exec 4>&1; case $TAR_FILENAME in *.jsonl) t=$( {{ tee /dev/fd/3 | {SHA256} | sed 's/^/S /' >&4; }} 3>&1 | tail -n 1 | od -An -v -tx1 | awk '{{ for (i = 1; i <= NF; i++) {{ n++; l = $i }} }} END {{ print n + 0, l }}' ) && echo \"T $t\";; *) {SHA256} | sed 's/^/S /';; esac")
+    format!("exec 4>&1; t=$( {{ {{ tee /dev/fd/3 | {{ {SHA256}; }} | sed 's/^/S /' >&4; }} 3>&1 | tee /dev/fd/5 | tail -c {w} | {{ {SHA256}; }} | sed 's/^/W /' >&4; }} 5>&1 | case $TAR_FILENAME in *.jsonl) tail -n 1 | od -An -v -tx1 | awk '{{ for (i = 1; i <= NF; i++) {{ n++; l = $i }} }} END {{ print n + 0, l }}';; *) cat >/dev/null;; esac ) && case $TAR_FILENAME in *.jsonl) echo \"T $t\";; esac", w = super::snapshot::WINDOW)
 }
 
 /// Reads `<backups>/<file>` back on the server and prints, in this order: `A <size> <sha256>`
 /// (the archive), `L <line>` per entry (`tar -tv --quoting-style=c`, archive order, names as
-/// stored: `-P`), then `S`/`T` lines per regular file (see [`to_command`]; nothing is written).
+/// stored: `-P`), then `S`/`W`/`T` lines per regular file (see [`to_command`]; nothing is
+/// written).
 /// Exits 1 when the archive is absent or a stage fails; the listing is printed first so that an
 /// unsafe entry is named even then. Used by `create` (on the partial file) and `verify`.
 pub fn read_back(env: &Env, file: &str) -> String {
@@ -110,6 +113,9 @@ pub struct ReadBack {
     pub sha256: String,
     pub entries: Vec<Entry>,
     pub partial_tails: Vec<PartialTail>,
+    /// Per regular file, in archive order: its path and the sha256 of its last
+    /// `min(size, WINDOW)` bytes (empty for a reply without `W` lines).
+    pub windows: Vec<(String, String)>,
 }
 
 /// Unquotes a `--quoting-style=c` name starting at `s[0] == '"'`; returns it and the rest.
@@ -239,8 +245,11 @@ pub fn parse_read_back(out: &str) -> std::result::Result<ReadBack, Result<String
             .ok_or_else(|| anyhow::anyhow!("no archive line in the reply"))?;
         // (sha256, optional (bytes of the last line, hex of the last byte)) per regular file.
         let mut sums: Vec<(String, Option<(u64, String)>)> = Vec::new();
+        let mut windows_seen: Vec<String> = Vec::new();
         for l in out.lines() {
-            if let Some(s) = l.strip_prefix("S ") {
+            if let Some(w) = l.strip_prefix("W ") {
+                windows_seen.push(w.split(' ').next().unwrap_or("").to_string());
+            } else if let Some(s) = l.strip_prefix("S ") {
                 sums.push((s.split(' ').next().unwrap_or("").to_string(), None));
             } else if let Some(t) = l.strip_prefix("T ") {
                 let mut w = t.split(' ');
@@ -261,6 +270,18 @@ pub fn parse_read_back(out: &str) -> std::result::Result<ReadBack, Result<String
             );
         }
         let mut entries = entries.clone();
+        let windows = if windows_seen.is_empty() {
+            Vec::new()
+        } else if windows_seen.len() == sums.len() {
+            let files = entries.iter().filter(|e| e.kind == "file");
+            files.map(|e| e.path.clone()).zip(windows_seen).collect()
+        } else {
+            bail!(
+                "{} files hashed but {} windows: the reply is incomplete",
+                sums.len(),
+                windows_seen.len()
+            );
+        };
         let mut tails = Vec::new();
         let mut it = sums.into_iter();
         for e in entries.iter_mut().filter(|e| e.kind == "file") {
@@ -283,6 +304,7 @@ pub fn parse_read_back(out: &str) -> std::result::Result<ReadBack, Result<String
             sha256,
             entries,
             partial_tails: tails,
+            windows,
         })
     };
     full().map_err(Err)

@@ -143,6 +143,15 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
                 &e.remote_dir,
             ),
         ),
+        ("snapshot-scan", snapshot_delta::scan(&e, false)),
+        (
+            "snapshot-create-delta",
+            snapshot_delta::create(&e, &delta_plan(), "20261129T100000Z-abcdef.tar.zst.partial"),
+        ),
+        (
+            "snapshot-apply-delta",
+            snapshot_delta::apply(&e, &delta_manifest()),
+        ),
         (
             "snapshot-remove-files",
             snapshot::remove_files(
@@ -154,6 +163,54 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
             ),
         ),
     ]
+}
+
+/// A delta plan with names a shell must not interpret.
+fn delta_plan() -> snapshot_delta::Plan {
+    snapshot_delta::Plan {
+        whole: vec![
+            "config".into(),
+            "config/observer".into(),
+            "logs/it's $(id).log".into(),
+        ],
+        candidates: vec![snapshot_delta::Candidate {
+            path: "config/observer/observer.jsonl".into(),
+            offset: 1_048_576,
+            window_len: 4096,
+            window: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
+        }],
+        removed: vec!["logs/observer.log.1".into()],
+        unchanged: vec![],
+    }
+}
+
+/// An incremental manifest: one removed path, one append.
+fn delta_manifest() -> snapshot::Manifest {
+    snapshot::Manifest {
+        id: "20261129T110000Z-abcdef".into(),
+        created: String::new(),
+        env: "production".into(),
+        server: "s".into(),
+        version: "v1.2.3".into(),
+        no_logs: false,
+        archive: snapshot::ArchiveInfo {
+            file: "20261129T110000Z-abcdef.tar.zst".into(),
+            size: 1,
+            sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
+        },
+        entries: vec![],
+        partial_tails: vec![],
+        delta: snapshot::Delta {
+            parent: Some("20261129T100000Z-abcdef".into()),
+            depth: 1,
+            appends: vec![snapshot::Append {
+                path: "config/observer/observer.jsonl".into(),
+                offset: 1_048_576,
+            }],
+            removed: vec!["logs/it's $(id).log".into()],
+        },
+        state: None,
+    }
 }
 
 fn golden_dir() -> PathBuf {

@@ -35,6 +35,11 @@ enum SnapshotCmd {
         /// server lacks zstd; the default makes it on the server).
         #[arg(long)]
         stream: bool,
+        /// Store only what changed since the newest snapshot that records its state (as
+        /// deploys do; issue 13): appended bytes of grown files, changed files whole. Full
+        /// when there is no such snapshot or its chain is 8 deltas deep.
+        #[arg(long, conflicts_with = "stream")]
+        incremental: bool,
     },
     /// Every snapshot with its state (valid / incomplete / corrupt).
     List,
@@ -102,7 +107,11 @@ impl Snapshot {
         let (mut x, server) = ops::connect(sh, &env, false)?;
         let s = server.name.clone();
         match self.cmd {
-            SnapshotCmd::Create { no_logs, stream } => {
+            SnapshotCmd::Create {
+                no_logs,
+                stream,
+                incremental,
+            } => {
                 let probe =
                     server::probe::parse(&x.run_step(&Steps::new(&env, &s).probe())?.stdout);
                 // A foreign `qts-observer` (issue 12) is not the deployed version.
@@ -117,16 +126,22 @@ impl Snapshot {
                     snapshot::route(&mut x, &s)?
                 };
                 let m = x.step("Create the snapshot", |x| {
-                    snapshot::create_by(x, &env, &s, &version, no_logs, &route)
+                    snapshot::create_by(x, &env, &s, &version, no_logs, &route, incremental)
                 })?;
                 if self.json {
                     println!(
                         "{}",
-                        serde_json::json!({"id": m.id, "size": m.archive.size, "sha256": m.archive.sha256, "entries": m.entries.len(), "version": m.version})
+                        serde_json::json!({"id": m.id, "size": m.archive.size, "sha256": m.archive.sha256, "entries": m.entries.len(), "version": m.version, "parent": m.delta.parent, "appends": m.delta.appends.len()})
                     );
                 } else {
+                    let on = m
+                        .delta
+                        .parent
+                        .as_ref()
+                        .map(|p| format!(", incremental on {p}"))
+                        .unwrap_or_default();
                     println!(
-                        "snapshot {} ({} bytes, {} entries, sha256 {})",
+                        "snapshot {} ({} bytes, {} entries, sha256 {}{on})",
                         m.id,
                         m.archive.size,
                         m.entries.len(),
@@ -140,8 +155,13 @@ impl Snapshot {
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 } else {
                     for l in &v {
+                        let on = l
+                            .parent
+                            .as_ref()
+                            .map(|p| format!("  (on {p})"))
+                            .unwrap_or_default();
                         println!(
-                            "{:<28} {:<10} {:>12}  {}  {}",
+                            "{:<28} {:<10} {:>12}  {}  {}{on}",
                             l.id, l.state, l.size, l.created, l.version
                         );
                     }
@@ -149,11 +169,16 @@ impl Snapshot {
             }
             SnapshotCmd::Verify { id } => {
                 let route = snapshot::route(&mut x, &s)?;
-                x.step(&format!("Verify snapshot {id}"), |x| {
+                let chain = x.step(&format!("Verify snapshot {id}"), |x| {
                     let m = snapshot::read_manifest(x, &env, &s, &id)?;
                     snapshot::verify(x, &env, &s, &m, &route)
                 })?;
-                println!("snapshot {id}: valid");
+                if chain.len() > 1 {
+                    let ids: Vec<&str> = chain.iter().map(|c| c.id.as_str()).collect();
+                    println!("snapshot {id}: valid (its chain: {})", ids.join(" <- "));
+                } else {
+                    println!("snapshot {id}: valid");
+                }
             }
             SnapshotCmd::Restore { id, .. } => {
                 ops::secrets::check_kept(&mut x, &env, &s)?;
@@ -183,20 +208,35 @@ impl Snapshot {
                 );
             }
             SnapshotCmd::Download { id, to } => {
+                // An incremental snapshot needs its chain: every snapshot of it is downloaded.
                 let m = snapshot::read_manifest(&mut x, &env, &s, &id)?;
+                let chain = if m.delta.parent.is_some() {
+                    ops::snapshot_delta::chain(&mut x, &env, &s, &m)?
+                } else {
+                    vec![m]
+                };
                 std::fs::create_dir_all(&to)?;
-                for f in [
-                    m.archive.file.clone(),
-                    format!("{}.sha256", m.archive.file),
-                    format!("{id}.manifest.json"),
-                ] {
-                    let sha = ops::snapshot_stream::download(&mut x, &env, &s, &f, &to.join(&f))?;
-                    if f == m.archive.file && sha != m.archive.sha256 {
-                        return Err(fail(format!(
-                            "downloaded {f} has sha256 {sha}, the manifest says {}",
-                            m.archive.sha256
-                        )));
+                for m in &chain {
+                    for f in [
+                        m.archive.file.clone(),
+                        format!("{}.sha256", m.archive.file),
+                        format!("{}.manifest.json", m.id),
+                    ] {
+                        let sha =
+                            ops::snapshot_stream::download(&mut x, &env, &s, &f, &to.join(&f))?;
+                        if f == m.archive.file && sha != m.archive.sha256 {
+                            return Err(fail(format!(
+                                "downloaded {f} has sha256 {sha}, the manifest says {}",
+                                m.archive.sha256
+                            )));
+                        }
                     }
+                }
+                if chain.len() > 1 {
+                    println!(
+                        "{id} is incremental: its chain of {} snapshots was downloaded",
+                        chain.len()
+                    );
                 }
                 println!("downloaded {id} to {}", to.display());
             }

@@ -347,13 +347,19 @@ pub fn snapshot_deploys_prune_to_keep_snapshots() {
         assert_eq!(r.code, 0, "{}", r.all());
         assert!(r.stderr.contains("==> Prune snapshots"), "{}", r.stderr);
         taken.push(last_snapshot());
+        // Five, and the parents incremental ones among them need (issue 13 item 2).
         let valid = snapshot_ids().iter().filter(|(_, s)| s == "valid").count();
-        assert!(valid <= 5, "{valid} valid snapshots after a deploy");
+        assert!(valid <= 5 + 8, "{valid} valid snapshots after a deploy");
+        crate::snapshot_delta::chains_complete();
     }
-    // Three more by hand (snapshot create does not prune), and what killed creates leave.
+    // Three more by hand (snapshot create does not prune; full ones), and what killed creates
+    // leave.
+    let mut by_hand = Vec::new();
     for _ in 0..3 {
-        let r = c.xtask(&["snapshot", "create", "--env", "sandbox"]);
+        let r = c.xtask(&["snapshot", "create", "--env", "sandbox", "--json"]);
         assert_eq!(r.code, 0, "{}", r.all());
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        by_hand.push(v["id"].as_str().unwrap().to_string());
     }
     let b_dir = backups_dir();
     let stale = "20000101T000000Z-dead01.tar.zst.partial";
@@ -378,7 +384,23 @@ pub fn snapshot_deploys_prune_to_keep_snapshots() {
         .filter(|(_, s)| s == "valid")
         .map(|(id, _)| id)
         .collect();
-    assert_eq!(valid.len(), 5, "exactly keep_snapshots valid: {valid:?}");
+    // keep_snapshots (5): the two protected ones and the three newest (made by hand), and
+    // every parent an incremental one among them needs.
+    let mut want: Vec<String> = vec![own.clone(), taken[2].clone()];
+    want.extend(by_hand.iter().cloned());
+    let mut i = 0;
+    while i < want.len() {
+        if let Some(p) = crate::snapshot_delta::parent_of(&want[i]) {
+            if !want.contains(&p) {
+                want.push(p);
+            }
+        }
+        i += 1;
+    }
+    let (mut got, mut want) = (valid.clone(), want);
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "keep_snapshots valid and their parents");
     assert!(
         valid.contains(&own),
         "the rollback's own snapshot {own}: {valid:?}"

@@ -150,6 +150,8 @@ fn manifest_line(e: &Env, id: &str) -> String {
         },
         entries: vec![],
         partial_tails: vec![],
+        delta: Default::default(),
+        state: None,
     };
     format!("M {id} 10 {}\n", serde_json::to_string(&m).unwrap())
 }

@@ -113,6 +113,8 @@ fn empty_snapshot(e: &Env, id: &str) -> (std::path::PathBuf, String) {
         },
         entries: vec![],
         partial_tails: vec![],
+        delta: Default::default(),
+        state: None,
     };
     (path, serde_json::to_string(&m).unwrap())
 }

@@ -125,6 +125,8 @@ fn the_server_side_manifest_equals_the_streamed_one() {
         },
         entries: entries.clone(),
         partial_tails: keep,
+        delta: Default::default(),
+        state: None,
     };
     assert!(compare(&m, &rb).is_ok());
     let f = m.entries.iter_mut().find(|e| e.kind == "file").unwrap();

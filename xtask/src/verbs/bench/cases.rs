@@ -378,6 +378,22 @@ fn snapshot_run(c: &Bed, extra: &[&str]) -> Result<(f64, f64, f64)> {
     Ok((bytes as f64 / (1u64 << 20) as f64, secs, mib))
 }
 
+/// The archive size (MiB) of the newest snapshot in the sandbox's backups folder (the sandbox's
+/// server is this machine).
+fn newest_archive_mib(c: &Bed) -> Result<f64> {
+    let mut newest: Option<(String, u64)> = None;
+    for e in std::fs::read_dir(&c.env.backups_dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(id) = name.strip_suffix(".tar.zst") {
+            if newest.as_ref().is_none_or(|(n, _)| id > n.as_str()) {
+                newest = Some((id.to_string(), e.metadata()?.len()));
+            }
+        }
+    }
+    let (_, bytes) = newest.ok_or_else(|| anyhow::anyhow!("no snapshot in the backups folder"))?;
+    Ok(bytes as f64 / (1u64 << 20) as f64)
+}
+
 /// Issue 13: a snapshot made on the server against the same pipeline run there (`tar | zstd -T0
 /// | sha256sum`; the sandbox's server is this machine) and against the stream through the
 /// controller (`--stream`, how snapshots were made before): seconds, bytes over SSH, peak RSS.
@@ -401,6 +417,9 @@ pub fn snapshot(c: &Bed) -> Result<Value> {
         }
         let (mut bt, mut xt, mut st) = (Vec::new(), Vec::new(), Vec::new());
         let (mut xb, mut sb, mut xm, mut sm) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // Issue 13 item 2: an incremental snapshot after 1 MiB was appended, beside the full
+        // one just taken (time, bytes over SSH, disk).
+        let (mut it, mut ib, mut fd, mut id) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..c.runs {
             let pipeline = format!(
                 "tar -C {} -cf - config data logs .deploy | zstd -T0 -3 -q | sha256sum >/dev/null",
@@ -412,6 +431,15 @@ pub fn snapshot(c: &Bed) -> Result<Value> {
             xb.push(b);
             xt.push(s);
             xm.push(m);
+            fd.push(newest_archive_mib(c)?);
+            let more = "import sys\nwith open(sys.argv[1], 'a') as f:\n    n = 0\n    while n < 1048576:\n        line = '{\"ts\":\"2026-11-29T00:00:00.000Z\",\"seq\":%d,\"instance\":\"5f0c2b9e41d7a3c8\",\"version\":\"v1.2.3\"}\\n' % n\n        f.write(line)\n        n += len(line)\n";
+            if !c.sh.ok(cmd!(c.sh, "python3 -c {more} {file}")) {
+                bail!("appending 1 MiB to {} failed", file.display());
+            }
+            let (b, s, _) = snapshot_run(c, &["--incremental"])?;
+            ib.push(b);
+            it.push(s);
+            id.push(newest_archive_mib(c)?);
             let (b, s, m) = snapshot_run(c, &["--stream"])?;
             sb.push(b);
             st.push(s);
@@ -440,6 +468,26 @@ pub fn snapshot(c: &Bed) -> Result<Value> {
             "MiB",
             &sm,
             &xm,
+        ));
+        rows.push(row(
+            &format!("{label} + 1 MiB appended: pre-deploy snapshot time (baseline: full; xtask: incremental)"),
+            "s",
+            &xt,
+            &it,
+        ));
+        rows.push(row(
+            &format!(
+                "{label} + 1 MiB appended: disk per snapshot (baseline: full; xtask: incremental)"
+            ),
+            "MiB",
+            &fd,
+            &id,
+        ));
+        rows.push(row(
+            &format!("{label} + 1 MiB appended: bytes over SSH (baseline: full on the server; xtask: incremental)"),
+            "MiB",
+            &xb,
+            &ib,
         ));
         let _ = std::fs::remove_file(&file);
     }
