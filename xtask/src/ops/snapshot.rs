@@ -133,13 +133,13 @@ pub fn create_by(
         }
     }
     let made = (|| -> Result<sr::ReadBack> {
-        x.run(&Step::remote(
+        let out = x.exec(&Step::remote(
             "snapshot-create",
-            "Archive and compress on the server (tar | zstd -T0)",
+            "Archive, compress and hash every entry on the server (one pass: tar | zstd -T0)",
             server,
             sr::create(env, no_logs, &partial),
         ))?;
-        read_back(x, env, server, &partial)
+        stream::reply(&out, &partial, server)
     })();
     let rb = match made {
         Ok(rb) => rb,

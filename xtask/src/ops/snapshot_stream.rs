@@ -473,15 +473,21 @@ pub fn read_back(x: &mut Executor, env: &Env, server: &str, file: &str) -> Resul
         )
         .read_only(),
     )?;
+    reply(&out, file, server)
+}
+
+/// [`sr::read_back`]'s reply (or `sr::create`'s, the same) as a [`sr::ReadBack`]: an unsafe
+/// entry fails naming it ("unsafe archive entry"), as does a failed or incomplete reply.
+pub fn reply(out: &crate::ctx::Output, file: &str, server: &str) -> Result<sr::ReadBack> {
     match sr::parse_read_back(&out.stdout) {
         Err(Ok(unsafe_entry)) => Err(fail(format!(
             "unsafe archive entry: {unsafe_entry}; nothing was extracted"
         ))),
         _ if !out.ok => Err(fail(format!(
-            "reading {file} back failed on {server}: {}",
+            "reading {file} failed on {server}: {}",
             out.stderr.trim()
         ))),
-        Err(Err(e)) => Err(e.context(format!("reading {file} back on {server}"))),
+        Err(Err(e)) => Err(e.context(format!("reading {file} on {server}"))),
         Ok(rb) => Ok(rb),
     }
 }

@@ -39,9 +39,12 @@ pub fn missing_tools(out: &str) -> Vec<String> {
         .collect()
 }
 
-/// Writes `<backups>/<partial>`: the deploy root's state (as `server::snapshot::tar` selects it)
-/// through `tar -cf - | zstd -q -T0 -3`. tar's exit 1 ("file changed as we read it") is accepted,
-/// any other failure of tar or zstd (a full disk) removes the partial file and exits 1.
+/// Writes `<backups>/<partial>` and reads it in the same pass (issue 13: one pass over the
+/// data): `tar -cf - | tee FIFO | zstd -q -T0 -3 | tee PARTIAL | sha256`, while GNU tar reads
+/// the uncompressed stream from the FIFO for the listing and each file's hashes
+/// ([`read_reply`]). Prints [`read_back`]'s reply for the archive written. tar's exit 1 ("file
+/// changed as we read it") is accepted; any other failure of any stage (a full disk) removes
+/// the partial file and exits 1.
 pub fn create(env: &Env, no_logs: bool, partial: &str) -> String {
     let dirs = if no_logs {
         "config data .deploy"
@@ -49,10 +52,11 @@ pub fn create(env: &Env, no_logs: bool, partial: &str) -> String {
         "config data logs .deploy"
     };
     format!(
-        "{OK_FN}; cd {r} && set -- && for d in {dirs}; do [ -e \"$d\" ] && set -- \"$@\" \"$d\"; done; mkdir -p {b} && p={b}/{p} && exec 4>&1 && st=$( {{ {{ tar -cf - --numeric-owner --exclude=.deploy/lock \"$@\"; echo \"t$?\" >&3; }} | {{ zstd -q -T0 -3 > \"$p\"; echo \"z$?\" >&3; }}; }} 3>&1 >&4 | tr '\\n' ' ') && if ok z0 && {{ ok t0 || ok t1; }}; then exit 0; fi; rm -f \"$p\"; echo \"writing the snapshot failed (tar, zstd: $st; disk full?)\" >&2; exit 1",
+        "{OK_FN}; cd {r} && set -- && for d in {dirs}; do [ -e \"$d\" ] && set -- \"$@\" \"$d\"; done; mkdir -p {b} && p={b}/{p} && t=$(mktemp -d {b}/.create.XXXXXX) || exit 1; trap 'rm -rf \"$t\"' EXIT; mkfifo \"$t/f\" || exit 1; export XT=\"$t/tail\"; {{ tar -xvvf - -P --numeric-owner --quoting-style=c --index-file=\"$t/idx\" --to-command={cmd} < \"$t/f\" > \"$t/sums\"; echo \"x$?\" > \"$t/xs\"; }} & exec 4>&1; st=$( {{ {{ tar -cf - --numeric-owner --exclude=.deploy/lock \"$@\"; echo \"t$?\" >&3; }} | {{ tee \"$t/f\"; echo \"e$?\" >&3; }} | {{ zstd -q -T0 -3; echo \"z$?\" >&3; }} | {{ tee \"$p\"; echo \"w$?\" >&3; }} | {{ {SHA256}; echo \"a$?\" >&3; }} > \"$t/sha\"; }} 3>&1 >&4 | tr '\\n' ' '); wait; st=\"$st $(cat \"$t/xs\" 2>/dev/null)\"; if ok e0 && ok z0 && ok w0 && ok a0 && ok x0 && {{ ok t0 || ok t1; }} && s=$(stat -c %s -- \"$p\") && read -r h _ < \"$t/sha\"; then echo \"A $s $h\"; sed 's/^/L /' \"$t/idx\"; cat \"$t/sums\"; exit 0; fi; rm -f \"$p\"; echo \"writing the snapshot failed (tar, tee, zstd, hashing: $st; disk full?)\" >&2; exit 1",
         r = q(&env.remote_dir),
         b = q(&env.backups_dir),
         p = q(partial),
+        cmd = dq(&to_command()),
     )
 }
 
@@ -69,24 +73,25 @@ fn dq(s: &str) -> String {
     o
 }
 
-/// The command GNU tar runs per regular file when reading an archive back: prints `S <sha256>`
-/// and `W <sha256>` of its last [`WINDOW`](super::snapshot::WINDOW) bytes (in either
-/// order: two stages of one pipeline), and for a `.jsonl` file then `T <bytes of its last line>
-/// <hex of its last byte>` (from `tail -n 1`: the bytes after the last newline when the content
-/// does not end in one).
+/// The command GNU tar runs per regular file when reading an archive: prints `S <sha256>`, then
+/// `W <sha256>` of its last [`WINDOW`](super::snapshot::WINDOW) bytes, and for a `.jsonl` file
+/// `T <bytes of its last line> <hex of its last byte>` (from `tail -n 1`: the bytes after the
+/// last newline when the content does not end in one). The content passes once through `tee`;
+/// its last 64 KiB are kept in `$XT` for `W` and `T` (a partial last line longer than that is
+/// cut to its last 64 KiB).
 fn to_command() -> String {
-    format!("exec 4>&1; t=$( {{ {{ tee /dev/fd/3 | {{ {SHA256}; }} | sed 's/^/S /' >&4; }} 3>&1 | tee /dev/fd/5 | tail -c {w} | {{ {SHA256}; }} | sed 's/^/W /' >&4; }} 5>&1 | case $TAR_FILENAME in *.jsonl) tail -n 1 | od -An -v -tx1 | awk '{{ for (i = 1; i <= NF; i++) {{ n++; l = $i }} }} END {{ print n + 0, l }}';; *) cat >/dev/null;; esac ) && case $TAR_FILENAME in *.jsonl) echo \"T $t\";; esac", w = super::snapshot::WINDOW)
+    format!("exec 4>&1; {{ tee /dev/fd/3 | {{ {SHA256}; }} | sed 's/^/S /' >&4; }} 3>&1 | tail -c 65536 > \"$XT\" || exit 1; tail -c {w} \"$XT\" | {{ {SHA256}; }} | sed 's/^/W /'; case $TAR_FILENAME in *.jsonl) t=$(tail -n 1 \"$XT\" | od -An -v -tx1 | awk '{{ for (i = 1; i <= NF; i++) {{ n++; l = $i }} }} END {{ print n + 0, l }}') && echo \"T $t\";; esac", w = super::snapshot::WINDOW)
 }
 
 /// Reads `<backups>/<file>` back on the server and prints, in this order: `A <size> <sha256>`
 /// (the archive), `L <line>` per entry (`tar -tv --quoting-style=c`, archive order, names as
-/// stored: `-P`), then `S`/`W`/`T` lines per regular file (see [`to_command`]; nothing is
-/// written).
-/// Exits 1 when the archive is absent or a stage fails; the listing is printed first so that an
-/// unsafe entry is named even then. Used by `create` (on the partial file) and `verify`.
+/// stored: `-P`; GNU tar's `--index-file`), then `S`/`W`/`T` lines per regular file (see
+/// [`to_command`]; nothing is extracted). One decompression. Exits 1 when the archive is absent
+/// or a stage fails; the listing is printed even then, so that an unsafe entry is named. Used by
+/// `verify` and `restore` ([`create`] prints the same reply).
 pub fn read_back(env: &Env, file: &str) -> String {
     format!(
-        "{OK_FN}; if cd {b} && f={f} && [ -f \"$f\" ] && s=$(stat -c %s -- \"$f\") && h=$({SHA256} < \"$f\") && echo \"A $s ${{h%% *}}\" && exec 4>&1 && st=$( {{ {{ zstd -dcq < \"$f\"; echo \"z$?\" >&3; }} | {{ tar -tvf - -P --numeric-owner --quoting-style=c; echo \"t$?\" >&3; }} | sed 's/^/L /'; }} 3>&1 >&4 | tr '\\n' ' ') && st=\"$st $( {{ {{ zstd -dcq < \"$f\"; echo \"y$?\" >&3; }} | {{ tar -xf - -P --to-command={cmd}; echo \"x$?\" >&3; }}; }} 3>&1 >&4 | tr '\\n' ' ')\" && ok z0 && ok t0 && ok y0 && ok x0; then exit 0; fi; echo \"reading {f} back failed (zstd, tar: $st)\" >&2; exit 1",
+        "{OK_FN}; if cd {b} && f={f} && [ -f \"$f\" ] && s=$(stat -c %s -- \"$f\") && h=$({SHA256} < \"$f\") && echo \"A $s ${{h%% *}}\" && t=$(mktemp -d); then trap 'rm -rf \"$t\"' EXIT; export XT=\"$t/tail\"; exec 4>&1; st=$( {{ {{ zstd -dcq < \"$f\"; echo \"z$?\" >&3; }} | {{ tar -xvvf - -P --numeric-owner --quoting-style=c --index-file=\"$t/idx\" --to-command={cmd} > \"$t/sums\"; echo \"x$?\" >&3; }}; }} 3>&1 >&4 | tr '\\n' ' '); sed 's/^/L /' \"$t/idx\"; cat \"$t/sums\"; if ok z0 && ok x0; then exit 0; fi; fi; echo \"reading {f} back failed (zstd, tar: $st)\" >&2; exit 1",
         b = q(&env.backups_dir),
         f = q(file),
         cmd = dq(&to_command()),

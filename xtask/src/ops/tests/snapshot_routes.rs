@@ -8,7 +8,7 @@ use crate::server::snapshot::{ArchiveInfo, Manifest, PartialTail};
 use crate::server::snapshot_remote as sr;
 use std::io::Read;
 
-fn sh(script: &str) -> (bool, String, String) {
+pub(super) fn sh(script: &str) -> (bool, String, String) {
     let out = duct::cmd("sh", ["-c", script])
         .stdout_capture()
         .stderr_capture()
@@ -22,7 +22,7 @@ fn sh(script: &str) -> (bool, String, String) {
     )
 }
 
-fn have(tool: &str) -> bool {
+pub(super) fn have(tool: &str) -> bool {
     sh(&format!("command -v {tool}")).0
 }
 
@@ -48,11 +48,19 @@ fn the_server_side_manifest_equals_the_streamed_one() {
     std::fs::create_dir_all(&root).unwrap();
     assert!(sh(&setup).0);
     let partial = "20261201T000000Z-abcdef.tar.zst.partial";
-    let (ok, _, err) = sh(&sr::create(&env, false, partial));
+    let (ok, made, err) = sh(&sr::create(&env, false, partial));
     assert!(ok, "{err}");
     let (ok, out, err) = sh(&sr::read_back(&env, partial));
     assert!(ok, "{err}");
     let rb = sr::parse_read_back(&out).unwrap_or_else(|e| panic!("{e:?}\n{out}"));
+    // One pass (create hashes what it writes) and a later read-back agree.
+    assert_eq!(sr::parse_read_back(&made).ok(), Some(rb.clone()), "{made}");
+    assert_eq!(rb.windows.len(), 7, "{:?}", rb.windows);
+    assert!(!backups.read_dir().unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".create")));
     // The same reply whichever sha256 tool the server has (openssl, or coreutils' sha256sum).
     let no_openssl = base.join("path-without-openssl");
     std::fs::create_dir_all(&no_openssl).unwrap();
