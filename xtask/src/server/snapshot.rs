@@ -267,9 +267,15 @@ pub fn list(env: &Env) -> String {
 /// (`ID.tar.zst.partial`) and the manifest being written (`ID.manifest.json.tmp`).
 pub const PARTIAL_SUFFIXES: [&str; 2] = [".tar.zst.partial", ".manifest.json.tmp"];
 
+/// The working folders a snapshot made on the server keeps in the backups folder while it runs
+/// (`.create.XXXXXX`: the FIFO and the listing; `.delta.XXXXXX`: appended bytes), removed by
+/// the script itself unless it was killed.
+pub const WORK_DIRS: [&str; 2] = [".create.", ".delta."];
+
 /// What a prune needs, in one round trip (issue 12 item 5): [`list`]'s lines, then
-/// `P AGE_S NAME` per partial file (age in seconds since its last write), then `H JSON` per line
-/// of `.deploy/history.jsonl` (what `rollback --restore` reads).
+/// `P AGE_S NAME` per partial file or working folder (age in seconds since its last write; a
+/// folder's newest file counts), then `H JSON` per line of `.deploy/history.jsonl` (what
+/// `rollback --restore` reads).
 pub fn prune_scan(env: &Env) -> String {
     let globs = PARTIAL_SUFFIXES
         .iter()
@@ -277,8 +283,9 @@ pub fn prune_scan(env: &Env) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     format!(
-        "( {list} ); now=$(date +%s); if cd {b} 2>/dev/null; then for f in {globs}; do [ -e \"$f\" ] || continue; echo \"P $((now - $(stat -c %Y \"$f\"))) $f\"; done; fi; sed 's/^/H /' {h} 2>/dev/null; true",
+        "( {list} ); now=$(date +%s); if cd {b} 2>/dev/null; then for f in {globs}; do [ -e \"$f\" ] || continue; echo \"P $((now - $(stat -c %Y \"$f\"))) $f\"; done; for f in {dirs}; do [ -d \"$f\" ] || continue; m=$(stat -c %Y \"$f\" \"$f\"/* 2>/dev/null | sort -n | tail -n 1); echo \"P $((now - ${{m:-$now}})) $f\"; done; fi; sed 's/^/H /' {h} 2>/dev/null; true",
         list = list(env),
+        dirs = WORK_DIRS.map(|d| format!("{d}*")).join(" "),
         b = backups(env),
         h = q(&format!("{}/history.jsonl", super::deploy_dir(env)))
     )
@@ -310,10 +317,11 @@ pub fn history_lines(out: &str) -> impl Iterator<Item = &str> {
     out.lines().filter_map(|l| l.strip_prefix("H "))
 }
 
-/// Removes files of the backups folder (`names` relative to it; nothing when empty).
+/// Removes files (and a killed create's working folders) of the backups folder (`names` relative
+/// to it, without `/`; nothing when empty).
 pub fn remove_files(env: &Env, names: &[String]) -> String {
     let files: Vec<String> = names.iter().map(|n| q(n)).collect();
-    format!("cd {} && rm -f -- {}", backups(env), files.join(" "))
+    format!("cd {} && rm -rf -- {}", backups(env), files.join(" "))
 }
 
 /// One line of [`list`]'s output.

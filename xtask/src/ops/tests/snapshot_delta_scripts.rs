@@ -158,3 +158,43 @@ fn a_delta_on_a_full_snapshot_restores_the_live_tree() {
     assert!(!out_dir.join(".xtask-append").exists());
     let _ = std::fs::remove_dir_all(&base);
 }
+
+#[test]
+fn a_killed_creates_working_folders_are_found_by_age_and_removed() {
+    let base = std::env::temp_dir().join(format!(
+        "snap-work-{}-{}",
+        std::process::id(),
+        crate::core::util::random_hex(3).unwrap()
+    ));
+    let backups = base.join("backups");
+    let mut env = crate::config::test_env(base.join("root").to_str().unwrap(), "/tmp/r.git");
+    env.backups_dir = backups.display().to_string();
+    let b = q(backups.to_str().unwrap());
+    let setup = format!(
+        "set -e; mkdir -p {b}/.delta.old01/.xtask-append {b}/.create.new01 {b}/.create.empty1; echo x > {b}/.delta.old01/.xtask-append/f; touch -d '2 hours ago' {b}/.delta.old01/.xtask-append/f {b}/.delta.old01/.xtask-append {b}/.delta.old01 {b}/.create.empty1; echo y > {b}/.create.new01/idx"
+    );
+    assert!(sh(&setup).0);
+    let (ok, out, err) = sh(&crate::server::snapshot::prune_scan(&env));
+    assert!(ok, "{err}");
+    let mut p = crate::server::snapshot::parse_partials(&out);
+    p.sort_by(|a, b| a.name.cmp(&b.name));
+    let ages: Vec<(&str, bool)> = p
+        .iter()
+        .map(|p| (p.name.as_str(), p.age_s > 3600))
+        .collect();
+    assert_eq!(
+        ages,
+        vec![
+            (".create.empty1", true),
+            (".create.new01", false),
+            (".delta.old01", true)
+        ]
+    );
+    let (ok, _, err) = sh(&crate::server::snapshot::remove_files(
+        &env,
+        &[".delta.old01".to_string()],
+    ));
+    assert!(ok, "{err}");
+    assert!(!backups.join(".delta.old01").exists() && backups.join(".create.new01").exists());
+    let _ = std::fs::remove_dir_all(&base);
+}

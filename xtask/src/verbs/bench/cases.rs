@@ -401,7 +401,7 @@ pub fn snapshot(c: &Bed) -> Result<Value> {
     let sizes: &[(u64, &str)] = if c.smoke {
         &[(1 << 20, "1 MiB")]
     } else {
-        &[(0, "0 MiB"), (100 << 20, "100 MiB"), (1 << 30, "1 GiB")]
+        &[(0, "0 MiB"), (300 << 20, "300 MiB"), (1 << 30, "1 GiB")]
     };
     let data = PathBuf::from(&c.env.remote_dir).join("data");
     std::fs::create_dir_all(&data)?;
