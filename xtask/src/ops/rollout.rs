@@ -477,9 +477,11 @@ fn execute_step(
         "snapshot" => {
             let (env, server) = (run.env, run.st.server.clone());
             let old = server::tag_of(run.running);
-            let m = run
-                .x
-                .step_of(step, |x| snapshot::create(x, env, &server, &old, false))?;
+            // A non-root deploy user's tar runs in a container of the image just pulled.
+            let image = Some(env.image(run.version));
+            let m = run.x.step_of(step, |x| {
+                snapshot::create(x, env, &server, &old, false, image)
+            })?;
             eprintln!("    snapshot {} ({} bytes)", m.id, m.archive.size);
             run.snapshot = Some(m.id);
         }

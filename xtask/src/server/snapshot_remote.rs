@@ -6,7 +6,7 @@
 //! (`server::snapshot`) from it.
 
 use super::q;
-use super::snapshot::{check_entry, Entry, PartialTail};
+use super::snapshot::{check_entry, untar, Access, Entry, PartialTail};
 use crate::config::Env;
 use anyhow::{bail, Result};
 
@@ -24,9 +24,16 @@ const OK_FN: &str = "ok() { case \" $st \" in *\" $1 \"*) return 0;; esac; retur
 const SHA256: &str =
     "if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi";
 
-/// Prints `tool NAME yes|no` for each of [`TOOLS`] (`gnu-tar`: `tar --version` says GNU tar).
+/// Prints `tool NAME yes|no` for each of [`TOOLS`] (`gnu-tar`: `tar --version` says GNU tar),
+/// then `uid N`: the deploy user's uid (not root: the files of the image's user are reached
+/// through a container, [`Access::Container`]).
 pub fn tools() -> String {
-    "for t in tar zstd sha256sum; do if command -v \"$t\" >/dev/null 2>&1; then echo \"tool $t yes\"; else echo \"tool $t no\"; fi; done; if tar --version 2>/dev/null | grep -q 'GNU tar'; then echo 'tool gnu-tar yes'; else echo 'tool gnu-tar no'; fi".to_string()
+    "for t in tar zstd sha256sum; do if command -v \"$t\" >/dev/null 2>&1; then echo \"tool $t yes\"; else echo \"tool $t no\"; fi; done; if tar --version 2>/dev/null | grep -q 'GNU tar'; then echo 'tool gnu-tar yes'; else echo 'tool gnu-tar no'; fi; echo \"uid $(id -u)\"".to_string()
+}
+
+/// Whether [`tools`]' output says the deploy user is root (an empty or unreadable reply: not).
+pub fn is_root(out: &str) -> bool {
+    out.lines().any(|l| l.trim() == "uid 0")
 }
 
 /// The tools of [`TOOLS`] that [`tools`]' output does not report present (all of them for an
@@ -41,18 +48,27 @@ pub fn missing_tools(out: &str) -> Vec<String> {
 
 /// Writes `<backups>/<partial>`: the deploy root's state (as `server::snapshot::tar` selects it)
 /// through `tar -cf - | zstd -q -T0 -3`. tar's exit 1 ("file changed as we read it") is accepted,
-/// any other failure of tar or zstd (a full disk) removes the partial file and exits 1.
-pub fn create(env: &Env, no_logs: bool, partial: &str) -> String {
+/// any other failure of tar or zstd (a full disk) removes the partial file and exits 1. tar runs
+/// as `access` says (through a container: the deploy root mounted read-only); zstd and the
+/// partial file stay the deploy user's.
+pub fn create(env: &Env, no_logs: bool, partial: &str, access: &Access) -> String {
     let dirs = if no_logs {
         "config data .deploy"
     } else {
         "config data logs .deploy"
     };
     format!(
-        "{OK_FN}; cd {r} && set -- && for d in {dirs}; do [ -e \"$d\" ] && set -- \"$@\" \"$d\"; done; mkdir -p {b} && p={b}/{p} && exec 4>&1 && st=$( {{ {{ tar -cf - --numeric-owner --exclude=.deploy/lock \"$@\"; echo \"t$?\" >&3; }} | {{ zstd -q -T0 -3 > \"$p\"; echo \"z$?\" >&3; }}; }} 3>&1 >&4 | tr '\\n' ' ') && if ok z0 && {{ ok t0 || ok t1; }}; then exit 0; fi; rm -f \"$p\"; echo \"writing the snapshot failed (tar, zstd: $st; disk full?)\" >&2; exit 1",
+        "{OK_FN}; cd {r} && set -- && for d in {dirs}; do [ -e \"$d\" ] && set -- \"$@\" \"$d\"; done; mkdir -p {b} && p={b}/{p} && exec 4>&1 && st=$( {{ {{ {tar}; echo \"t$?\" >&3; }} | {{ zstd -q -T0 -3 > \"$p\"; echo \"z$?\" >&3; }}; }} 3>&1 >&4 | tr '\\n' ' ') && if ok z0 && {{ ok t0 || ok t1; }}; then exit 0; fi; rm -f \"$p\"; echo \"writing the snapshot failed (tar, zstd: $st; disk full?)\" >&2; exit 1",
         r = q(&env.remote_dir),
         b = q(&env.backups_dir),
         p = q(partial),
+        tar = access.run(
+            &env.remote_dir,
+            true,
+            false,
+            "tar",
+            "-cf - --numeric-owner --exclude=.deploy/lock \"$@\""
+        ),
     )
 }
 
@@ -91,14 +107,15 @@ pub fn read_back(env: &Env, file: &str) -> String {
 }
 
 /// Extracts `<backups>/<file>` into `dir` after checking it still has `sha256` (the archive
-/// verified entry by entry just before); any failed stage exits 1.
-pub fn extract(env: &Env, file: &str, sha256: &str, dir: &str) -> String {
+/// verified entry by entry just before); any failed stage exits 1. tar runs as `access` says
+/// ([`untar`]), zstd on the host.
+pub fn extract(env: &Env, file: &str, sha256: &str, dir: &str, access: &Access) -> String {
     format!(
-        "{OK_FN}; cd {b} || exit 1; f={f}; if ! printf '%s  %s\\n' {sha} \"$f\" | sha256sum -c --status; then echo \"{f} changed since it was verified: nothing was extracted\" >&2; exit 1; fi; exec 4>&1; st=$( {{ {{ zstd -dcq < \"$f\"; echo \"z$?\" >&3; }} | {{ tar -xf - --numeric-owner -C {d}; echo \"x$?\" >&3; }}; }} 3>&1 >&4 | tr '\\n' ' '); if ok z0 && ok x0; then exit 0; fi; echo \"extracting {f} failed (zstd, tar: $st)\" >&2; exit 1",
+        "{OK_FN}; cd {b} || exit 1; f={f}; if ! printf '%s  %s\\n' {sha} \"$f\" | sha256sum -c --status; then echo \"{f} changed since it was verified: nothing was extracted\" >&2; exit 1; fi; exec 4>&1; st=$( {{ {{ zstd -dcq < \"$f\"; echo \"z$?\" >&3; }} | {{ {untar}; echo \"x$?\" >&3; }}; }} 3>&1 >&4 | tr '\\n' ' '); if ok z0 && ok x0; then exit 0; fi; echo \"extracting {f} failed (zstd, tar: $st)\" >&2; exit 1",
         b = q(&env.backups_dir),
         f = q(file),
         sha = q(sha256),
-        d = q(dir),
+        untar = untar(dir, access),
     )
 }
 
