@@ -19,6 +19,7 @@ mod release;
 mod sandbox;
 mod secrets;
 mod snapshot;
+mod snapshot_nonroot;
 mod snapshot_server;
 
 pub const E2E: &str = "e2e: needs the sandbox; run by `cargo xtask ci`";
