@@ -400,6 +400,21 @@ fn apply_sandbox(sh: &Ctx, env: &mut Env) -> Result<()> {
     env.remote_dir = p.server().join("observer").display().to_string();
     env.backups_dir = p.server().join("backups").display().to_string();
     env.cfg.base_image = st.base_image.clone();
+    if env_nonempty(sandbox_state::NONROOT_VAR).is_some() {
+        // The sandbox's non-root deploy user (issue 13 item 3), with its own deploy root.
+        if st.deploy_user.is_empty() {
+            return Err(fail(format!(
+                "{}: the sandbox has no non-root deploy user (`cargo xtask sandbox up`, as root, creates {})",
+                sandbox_state::NONROOT_VAR,
+                sandbox_state::DEPLOY_USER
+            )));
+        }
+        for s in &mut env.servers {
+            s.user = st.deploy_user.clone();
+        }
+        env.remote_dir = p.nonroot().join("observer").display().to_string();
+        env.backups_dir = p.nonroot().join("backups").display().to_string();
+    }
     Ok(())
 }
 

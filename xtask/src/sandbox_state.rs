@@ -14,6 +14,12 @@ pub const DIR: &str = "target/sandbox";
 pub const BASE_TAG: &str = "observer-base:py3-bookworm";
 /// The sandbox registry's user (htpasswd).
 pub const REGISTRY_USER: &str = "observer-ci";
+/// The sandbox server's non-root deploy user (in group `docker`, as production's is; issue 13
+/// item 3), created by `sandbox up` as root.
+pub const DEPLOY_USER: &str = "observer-deploy";
+/// Set (non-empty), the sandbox environment connects as [`DEPLOY_USER`] and deploys to its own
+/// deploy root and backups folder ([`Paths::nonroot`]).
+pub const NONROOT_VAR: &str = "XTASK_SANDBOX_NONROOT";
 
 /// `target/sandbox/state.json`: what `sandbox up` started, and where.
 #[derive(Serialize, Deserialize, Default, Debug, Clone)]
@@ -34,6 +40,12 @@ pub struct State {
     pub token_pid: Option<u32>,
     #[serde(default)]
     pub token_port: u16,
+    /// The non-root deploy user (empty: none; `up` creates it only as root).
+    #[serde(default)]
+    pub deploy_user: String,
+    /// Whether `up` created that user (so `down` removes it).
+    #[serde(default)]
+    pub deploy_user_created: bool,
 }
 
 impl State {
@@ -90,6 +102,11 @@ impl Paths {
     }
     pub fn server(&self) -> PathBuf {
         self.root.join("server")
+    }
+    /// The non-root deploy user's server side: `observer/` (its deploy root, owned by it, with
+    /// `config/ logs/ data/` owned by uid 10001), `backups/` (owned by it) and `home/`.
+    pub fn nonroot(&self) -> PathBuf {
+        self.root.join("server-nonroot")
     }
 }
 

@@ -477,8 +477,20 @@ fn execute_step(
         "snapshot" => {
             let (env, server) = (run.env, run.st.server.clone());
             let old = server::tag_of(run.running);
+            // A non-root deploy user's tar runs in a container of the image just pulled.
+            let image = Some(env.image(run.version));
             let m = run.x.step_of(step, |x| {
-                snapshot::create(x, env, &server, &old, false, true)
+                snapshot::create(
+                    x,
+                    env,
+                    &server,
+                    &old,
+                    image,
+                    snapshot::Kind {
+                        no_logs: false,
+                        incremental: true,
+                    },
+                )
             })?;
             eprintln!("    snapshot {} ({} bytes)", m.id, m.archive.size);
             run.snapshot = Some(m.id);

@@ -15,7 +15,7 @@ use crate::core::exit::fail;
 use crate::core::util::{now_rfc3339, random_hex};
 use crate::ctx::Ctx;
 use crate::plan::{Executor, Step};
-use crate::server::snapshot::{self as ss, Delta, Listed, Manifest};
+use crate::server::snapshot::{self as ss, Access, Delta, Listed, Manifest};
 use crate::server::snapshot_delta as sd;
 use crate::server::snapshot_remote as sr;
 use anyhow::Result;
@@ -34,20 +34,50 @@ pub enum Route {
     Stream(Vec<String>),
 }
 
+/// What the `snapshot-tools` step found on the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Where snapshots are made and checked.
+    pub route: Route,
+    /// Whether the deploy user is root (else the files of the image's user are reached through
+    /// a container: [`access`]).
+    pub root: bool,
+}
+
 /// The route for `server`: [`Route::Server`] when it has every tool of `sr::TOOLS`, otherwise
-/// the stream, with a warning naming what is missing (printed once per call).
-pub fn route(x: &mut Executor, server: &str) -> Result<Route> {
+/// the stream, with a warning naming what is missing (printed once per call); and whether the
+/// deploy user is root.
+pub fn route(x: &mut Executor, server: &str) -> Result<Found> {
     let out = x.exec(
         &Step::remote(
             "snapshot-tools",
-            "Check the server's snapshot tools (tar, zstd, sha256sum)",
+            "Check the server's snapshot tools (tar, zstd, sha256sum) and the deploy user",
             server,
             sr::tools(),
         )
         .read_only(),
     )?;
-    let missing = sr::missing_tools(if out.ok { &out.stdout } else { "" });
-    Ok(choose(missing))
+    let reply = if out.ok { out.stdout.as_str() } else { "" };
+    Ok(Found {
+        route: choose(sr::missing_tools(reply)),
+        root: sr::is_root(reply),
+    })
+}
+
+/// How the scripts reach the files of the image's user (uid 10001; issue 13 item 3): directly
+/// for a root deploy user; else as root in a container of `image` (an image present on the
+/// server: the version being deployed or restored, or the running one). A non-root deploy user
+/// without such an image is refused (exit 1) before anything is touched; `what` names the
+/// operation and `recover` the way out.
+pub fn access(root: bool, image: Option<String>, what: &str, recover: &str) -> Result<Access> {
+    match (root, image) {
+        (true, _) => Ok(Access::Direct),
+        (false, Some(image)) => Ok(Access::Container(image)),
+        (false, None) => Err(fail(format!(
+            "refusing to {what}: the deploy user is not root, so the files of the image's user (uid {}) are reached as root in a container of the observer image, and no image is known here (nothing runs and none is recorded); nothing was stopped or changed\n{recover}",
+            crate::core::contract::QTS_UID
+        ))),
+    }
 }
 
 /// The route for the tools a server lacks: none missing → on the server; else the stream, with a
@@ -65,33 +95,61 @@ pub fn choose(missing: Vec<String>) -> Route {
 
 /// Takes a snapshot of `server`'s deploy root (used by `snapshot create` and by `deploy`): on the
 /// server when it can ([`route`]), else streamed; with `incremental`, on top of the newest
-/// suitable snapshot (`ops::snapshot_delta`), full when there is none or the delta fails.
+/// suitable snapshot (`ops::snapshot_delta`), full when there is none or the delta fails; a
+/// non-root deploy user's tar runs in a container of `image` ([`access`]: refused without one).
 /// Errors: a failed write removes the partial file and fails (exit 1).
 pub fn create(
     x: &mut Executor,
     env: &Env,
     server: &str,
     version: &str,
-    no_logs: bool,
-    incremental: bool,
+    image: Option<String>,
+    kind: Kind,
 ) -> Result<Manifest> {
-    let r = route(x, server)?;
-    create_by(x, env, server, version, no_logs, &r, incremental)
+    let found = route(x, server)?;
+    let a = create_access(env, found.root, image)?;
+    create_by(x, env, server, version, &found.route, &a, kind)
 }
 
-/// [`create`] by a chosen route (the stream is always full).
+/// What to snapshot, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Kind {
+    /// Leave `logs/` out.
+    pub no_logs: bool,
+    /// On top of the newest suitable snapshot (issue 13 item 2) when there is one.
+    pub incremental: bool,
+}
+
+/// [`access`] for a snapshot's `create`, with its way out.
+pub fn create_access(env: &Env, root: bool, image: Option<String>) -> Result<Access> {
+    access(
+        root,
+        image,
+        "snapshot",
+        &format!(
+            "deploy a version first (`cargo xtask deploy --env {} --tag VERSION`), or snapshot as root",
+            env.name
+        ),
+    )
+}
+
+/// [`create`] by a chosen route and access (the stream is always full).
 pub fn create_by(
     x: &mut Executor,
     env: &Env,
     server: &str,
     version: &str,
-    no_logs: bool,
     route: &Route,
-    incremental: bool,
+    access: &Access,
+    kind: Kind,
 ) -> Result<Manifest> {
+    let Kind {
+        no_logs,
+        incremental,
+    } = kind;
     let id = new_id()?;
     if let Route::Stream(_) = route {
-        return stream::create(x, env, server, &id, version, no_logs);
+        return stream::create(x, env, server, &id, version, no_logs, access);
     }
     let partial = format!("{id}.tar.zst.partial");
     let scanned = delta::scan(x, env, server, no_logs);
@@ -99,7 +157,7 @@ pub fn create_by(
         let valid = delta::valid_manifests(x, env, server).unwrap_or_default();
         match delta::choose_parent(&valid, &env.name, no_logs) {
             Some(parent) => {
-                match delta::create(x, env, server, parent, scanned, &partial) {
+                match delta::create(x, env, server, parent, scanned, &partial, access) {
                     Ok(d) => {
                         let made = Made {
                             id: &id,
@@ -137,7 +195,7 @@ pub fn create_by(
             "snapshot-create",
             "Archive, compress and hash every entry on the server (one pass: tar | zstd -T0)",
             server,
-            sr::create(env, no_logs, &partial),
+            sr::create(env, no_logs, &partial, access),
         ))?;
         stream::reply(&out, &partial, server)
     })();
@@ -256,16 +314,33 @@ pub fn list(x: &mut Executor, env: &Env, server: &str) -> Result<Vec<Listed>> {
 /// recorded version behind the health gate. Returns the folder the replaced state was moved to
 /// (relative to the deploy root).
 pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) -> Result<String> {
-    let route = route(x, server)?;
+    let Found { route, root } = route(x, server)?;
     let (m, chain) = x.step(&format!("Verify snapshot {id}"), |x| {
         let m = read_manifest(x, env, server, id)?;
         let chain = verify(x, env, server, &m, &route)?;
         Ok((m, chain))
     })?;
-    let root = chain.first().cloned().unwrap_or_else(|| m.clone());
+    let base = chain.first().cloned().unwrap_or_else(|| m.clone());
     let st = Steps::new(env, server);
     let probe = super::probe(x, &st)?;
     let c = crate::compose::choose(&probe.compose)?;
+    // The image a non-root deploy user reaches the image user's files through (issue 13 item 3):
+    // the restored version's (pulled below, before anything stops), else the running one's.
+    // Without one, refused here: nothing is locked or stopped yet.
+    let running = crate::server::tag_of(&probe.running);
+    let image = [m.version.as_str(), running.as_str()]
+        .into_iter()
+        .find(|v| !v.is_empty())
+        .map(|v| env.image(v));
+    let access = access(
+        root,
+        image.clone(),
+        &format!("restore {id}"),
+        &format!(
+            "restore as root, or deploy a version first (`cargo xtask deploy --env {e} --tag VERSION`), then `cargo xtask snapshot restore {id} --env {e} --yes`",
+            e = env.name
+        ),
+    )?;
     let lock_id = format!("restore-{id}");
     let holder =
         crate::core::liveness::holder(lock_id.clone(), "restore", super::who(), &m.version);
@@ -311,35 +386,46 @@ pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) ->
             "aside",
             format!("Move the current state aside to {undo}"),
             server,
-            ss::move_aside(env, &undo),
+            ss::move_aside(env, &undo, &access),
         ))?;
         match &route {
             Route::Server => {
                 x.run_step(&Step::remote(
                     "extract",
-                    format!("Extract {} (its sha256 checked again first)", root.id),
+                    format!("Extract {} (its sha256 checked again first)", base.id),
                     server,
                     sr::extract(
                         env,
-                        &root.archive.file,
-                        &root.archive.sha256,
+                        &base.archive.file,
+                        &base.archive.sha256,
                         &env.remote_dir,
+                        &access,
                     ),
                 ))?;
             }
             Route::Stream(_) => x.step(&format!("Extract {id}"), |x| {
-                check_stream(x, env, server, &m, Some(&env.remote_dir))
+                check_stream(x, env, server, &m, Some((&env.remote_dir, &access)))
             })?,
         }
         for d in chain.iter().skip(1) {
-            delta::apply(x, env, server, d)?;
+            delta::apply(x, env, server, d, &access)?;
         }
         for t in &m.partial_tails {
             x.run_step(&Step::remote(
                 "tail",
                 format!("Cut the partial last line of {}", t.path),
                 server,
-                ss::cut_tail(env, t),
+                ss::cut_tail(env, t, &access),
+            ))?;
+        }
+        // Every path under config/, logs/ and data/ belongs to the image's user again (a file
+        // the snapshot captured with another owner included).
+        if let Some(image) = &image {
+            x.run_step(&Step::remote(
+                "chown",
+                "Give config/ logs/ data/ to the image's user (uid 10001) where needed",
+                server,
+                crate::server::app::chown(env, image),
             ))?;
         }
         Ok(())

@@ -8,7 +8,9 @@ use super::snapshot_stream::{read_back, read_manifest};
 use crate::config::Env;
 use crate::core::exit::fail;
 use crate::plan::{Executor, Step};
-use crate::server::snapshot::{self as ss, Append, Delta, FileState, Manifest, PartialTail};
+use crate::server::snapshot::{
+    self as ss, Access, Append, Delta, FileState, Manifest, PartialTail,
+};
 use crate::server::snapshot_delta as sd;
 use anyhow::{Context, Result};
 
@@ -89,6 +91,7 @@ pub fn create(
     parent: &Manifest,
     scanned: &[sd::Scanned],
     partial: &str,
+    access: &Access,
 ) -> Result<Made> {
     let before = parent.state.as_deref().unwrap_or_default();
     let plan = sd::plan(before, scanned);
@@ -102,7 +105,7 @@ pub fn create(
             plan.unchanged.len()
         ),
         server,
-        sd::create(env, &plan, partial),
+        sd::create(env, &plan, partial, access),
     ))?;
     let appended = sd::appended(&out.stdout);
     let appends: Vec<Append> = plan
@@ -182,7 +185,13 @@ pub fn fits(parent: &Manifest, child: &Manifest) -> Result<()> {
 }
 
 /// Applies delta `m` in the deploy root (after its parent's state was restored there).
-pub fn apply(x: &mut Executor, env: &Env, server: &str, m: &Manifest) -> Result<()> {
+pub fn apply(
+    x: &mut Executor,
+    env: &Env,
+    server: &str,
+    m: &Manifest,
+    access: &Access,
+) -> Result<()> {
     x.run_step(&Step::remote(
         "apply-delta",
         format!(
@@ -192,7 +201,7 @@ pub fn apply(x: &mut Executor, env: &Env, server: &str, m: &Manifest) -> Result<
             m.delta.appends.len()
         ),
         server,
-        sd::apply(env, m),
+        sd::apply(env, m, access),
     ))
     .map(|_| ())
     .with_context(|| format!("applying the incremental snapshot {}", m.id))

@@ -9,7 +9,9 @@ use crate::core::exit::fail;
 use crate::core::util::{hex, now_rfc3339};
 use crate::plan::{Executor, Step};
 use crate::server;
-use crate::server::snapshot::{self as ss, check_entry, ArchiveInfo, Entry, Manifest, PartialTail};
+use crate::server::snapshot::{
+    self as ss, check_entry, Access, ArchiveInfo, Entry, Manifest, PartialTail,
+};
 use crate::server::snapshot_remote as sr;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -190,7 +192,8 @@ fn reader_ok(r: &duct::ReaderHandle, what: &str) -> Result<()> {
 }
 
 /// Takes snapshot `id` by streaming over `x`'s session to `server` (the fallback of
-/// `ops::snapshot::create`, and `snapshot create --stream`).
+/// `ops::snapshot::create`, and `snapshot create --stream`); the server's tar runs as `access`
+/// says.
 pub fn create(
     x: &mut Executor,
     env: &Env,
@@ -198,10 +201,11 @@ pub fn create(
     id: &str,
     version: &str,
     no_logs: bool,
+    access: &Access,
 ) -> Result<Manifest> {
     let file = format!("{id}.tar.zst");
     let partial = format!("{file}.partial");
-    let src = reader(x, server, &ss::tar(env, no_logs))?;
+    let src = reader(x, server, &ss::tar(env, no_logs, access))?;
     let (dst, sink) = writer(x, server, &ss::write_partial(env, &partial))?;
     let result = (|| -> Result<(Vec<Entry>, Vec<PartialTail>, String, u64)> {
         let sink = io::BufWriter::with_capacity(256 * 1024, sink);
@@ -364,18 +368,18 @@ fn last_newline(x: &mut Executor, server: &str, archive: &str, path: &str) -> Re
 }
 
 /// Streams the archive from the server, checks every entry (safety first) against the manifest,
-/// and the archive's sha256. With `extract`, the verified tar stream is also fed to `tar -x` in
-/// that folder on the server.
+/// and the archive's sha256. With `extract` (a folder and how to reach it), the verified tar
+/// stream is also fed to `tar -x` in that folder on the server.
 pub fn check_stream(
     x: &mut Executor,
     env: &Env,
     server: &str,
     m: &Manifest,
-    extract: Option<&str>,
+    extract: Option<(&str, &Access)>,
 ) -> Result<()> {
     let src = reader(x, server, &ss::cat(env, &m.archive.file))?;
     let mut dst = match extract {
-        Some(dir) => Some(writer(x, server, &ss::extract(dir))?),
+        Some((dir, access)) => Some(writer(x, server, &ss::extract(dir, access))?),
         None => None,
     };
     let hashed = Hashing::new(&src);

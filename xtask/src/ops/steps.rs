@@ -102,8 +102,13 @@ impl<'a> Steps<'a> {
             "snapshot",
             "Pre-deploy snapshot",
             format!(
-                "{}  ;  {}  (without zstd on the server: streamed through the controller)",
-                crate::server::snapshot_remote::create(self.env, false, "<ID>.tar.zst.partial"),
+                "{}  ;  {}  (without zstd on the server: streamed through the controller; a non-root deploy user's tar runs as root in a container of the pulled image)",
+                crate::server::snapshot_remote::create(
+                    self.env,
+                    false,
+                    "<ID>.tar.zst.partial",
+                    &snapshot::Access::Direct
+                ),
                 crate::server::snapshot_remote::read_back(self.env, "<ID>.tar.zst.partial"),
             ),
         )

@@ -213,17 +213,95 @@ pub fn files(env: &Env, id: &str) -> Vec<String> {
     ]
 }
 
+/// Who touches the files of the image's user (uid 10001) in a snapshot's scripts (issue 13
+/// item 3): the deploy root's `config/`, `logs/` and `data/` belong to that user, and a file of
+/// mode 0600 there is unreadable to anyone else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// The deploy user is root: `tar`, `mv` and `truncate` run directly.
+    Direct,
+    /// A non-root deploy user (in the `docker` group, as production's is): they run as root in a
+    /// throwaway container of this image (the route the ownership repair, `app::chown`, takes),
+    /// without network, never pulling, the folder they touch mounted at its own path. zstd stays
+    /// on the host side of the pipe (the image has none).
+    Container(String),
+}
+
+impl Access {
+    /// `program args` (shell text, already quoted) run as this access runs it, in `dir`: for
+    /// [`Access::Container`], `dir` is mounted (read-only with `ro`) at its own path and is the
+    /// working directory, and `stdin` keeps stdin open (`-i`).
+    pub fn run(&self, dir: &str, ro: bool, stdin: bool, program: &str, args: &str) -> String {
+        self.run_with(&[(dir, ro)], stdin, program, args)
+    }
+
+    /// [`Access::run`] with several folders mounted (each at its own path, read-only when its
+    /// flag says so); the first is the working directory.
+    pub fn run_with(
+        &self,
+        dirs: &[(&str, bool)],
+        stdin: bool,
+        program: &str,
+        args: &str,
+    ) -> String {
+        match self {
+            Access::Direct => format!("{program} {args}"),
+            Access::Container(image) => {
+                let mounts: Vec<String> = dirs
+                    .iter()
+                    .map(|(d, ro)| format!("-v {d}:{d}{}", if *ro { ":ro" } else { "" }, d = q(d)))
+                    .collect();
+                format!(
+                    "docker run --rm{i} --user 0 --network none --pull never {m} -w {w} --entrypoint {program} {img} {args}",
+                    i = if stdin { " -i" } else { "" },
+                    m = mounts.join(" "),
+                    w = q(dirs.first().map_or("/", |d| d.0)),
+                    img = q(image),
+                )
+            }
+        }
+    }
+}
+
+/// Extracts the tar on stdin into `dir` (owners kept, `--numeric-owner`). Through a container
+/// ([`Access::Container`]) `dir/.deploy` (the deploy user's records) is then given back to the
+/// deploy user: it keeps writing them after a restore.
+pub fn untar(dir: &str, access: &Access) -> String {
+    match access {
+        Access::Direct => format!("tar -xf - --numeric-owner -C {}", q(dir)),
+        Access::Container(_) => access.run(
+            dir,
+            false,
+            true,
+            "sh",
+            &format!(
+                "-c {} sh {} \"$(id -u):$(id -g)\"",
+                q("tar -xf - --numeric-owner -C \"$1\" && if [ -d \"$1/.deploy\" ]; then chown -R \"$2\" \"$1/.deploy\"; fi"),
+                q(dir)
+            ),
+        ),
+    }
+}
+
 /// Streams the deploy root's state as a tar on stdout (`.deploy/lock` and `.env` excluded; tar's
-/// exit 1, "file changed as we read it", is accepted: the archive is consistent per file).
-pub fn tar(env: &Env, no_logs: bool) -> String {
+/// exit 1, "file changed as we read it", is accepted: the archive is consistent per file), tar
+/// run as `access` says.
+pub fn tar(env: &Env, no_logs: bool, access: &Access) -> String {
     let dirs = if no_logs {
         "config data .deploy"
     } else {
         "config data logs .deploy"
     };
     format!(
-        "cd {} && set -- && for d in {dirs}; do [ -e \"$d\" ] && set -- \"$@\" \"$d\"; done; tar -cf - --numeric-owner --exclude=.deploy/lock \"$@\"; rc=$?; [ $rc -le 1 ]",
-        q(&env.remote_dir)
+        "cd {} && set -- && for d in {dirs}; do [ -e \"$d\" ] && set -- \"$@\" \"$d\"; done; {}; rc=$?; [ $rc -le 1 ]",
+        q(&env.remote_dir),
+        access.run(
+            &env.remote_dir,
+            true,
+            false,
+            "tar",
+            "-cf - --numeric-owner --exclude=.deploy/lock \"$@\""
+        )
     )
 }
 
@@ -258,7 +336,7 @@ pub fn cat(env: &Env, name: &str) -> String {
 /// Prints `M ID SIZE MANIFEST-JSON` per complete snapshot and `I ID SIZE` per incomplete one.
 pub fn list(env: &Env) -> String {
     format!(
-        "cd {b} 2>/dev/null || exit 0; for f in *.tar.zst *.tar.zst.partial; do [ -e \"$f\" ] || continue; id=${{f%%.tar.zst*}}; s=$(stat -c %s \"$f\"); if [ \"$f\" = \"$id.tar.zst\" ] && [ -e \"$id.manifest.json\" ]; then printf 'M %s %s ' \"$id\" \"$s\"; tr -d '\\n' < \"$id.manifest.json\"; echo; else echo \"I $id $s\"; fi; done",
+        "[ -d {b} ] || exit 0; cd {b} || exit 1; for f in *.tar.zst *.tar.zst.partial; do [ -e \"$f\" ] || continue; id=${{f%%.tar.zst*}}; s=$(stat -c %s \"$f\"); if [ \"$f\" = \"$id.tar.zst\" ] && [ -e \"$id.manifest.json\" ]; then printf 'M %s %s ' \"$id\" \"$s\"; tr -d '\\n' < \"$id.manifest.json\"; echo; else echo \"I $id $s\"; fi; done",
         b = backups(env)
     )
 }
@@ -283,7 +361,7 @@ pub fn prune_scan(env: &Env) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     format!(
-        "( {list} ); now=$(date +%s); if cd {b} 2>/dev/null; then for f in {globs}; do [ -e \"$f\" ] || continue; echo \"P $((now - $(stat -c %Y \"$f\"))) $f\"; done; for f in {dirs}; do [ -d \"$f\" ] || continue; m=$(stat -c %Y \"$f\" \"$f\"/* 2>/dev/null | sort -n | tail -n 1); echo \"P $((now - ${{m:-$now}})) $f\"; done; fi; sed 's/^/H /' {h} 2>/dev/null; true",
+        "( {list} ) || exit 1; now=$(date +%s) || exit 1; if [ -d {b} ]; then cd {b} || exit 1; for f in {globs}; do [ -e \"$f\" ] || continue; a=$(stat -c %Y \"$f\") || exit 1; echo \"P $((now - a)) $f\"; done; for f in {dirs}; do [ -d \"$f\" ] || continue; a=$(stat -c %Y \"$f\" \"$f\"/* 2>/dev/null | sort -n | tail -n 1); echo \"P $((now - ${{a:-$now}})) $f\"; done; fi; if [ -e {h} ]; then sed 's/^/H /' {h} || exit 1; fi",
         list = list(env),
         dirs = WORK_DIRS.map(|d| format!("{d}*")).join(" "),
         b = backups(env),
@@ -372,26 +450,35 @@ pub fn parse_list(env: &Env, out: &str) -> Vec<Listed> {
     v
 }
 
-/// Extracts a tar from stdin into `dir`.
-pub fn extract(dir: &str) -> String {
-    format!("cd {} && tar -xf - --numeric-owner", q(dir))
+/// Extracts a tar from stdin into `dir` ([`untar`]).
+pub fn extract(dir: &str, access: &Access) -> String {
+    format!("cd {} && {}", q(dir), untar(dir, access))
 }
 
-/// Moves `config data logs` and the history/last-good records into `<remote_dir>/<undo>`.
-pub fn move_aside(env: &Env, undo: &str) -> String {
+/// Moves `config data logs` and the history/last-good records into `<remote_dir>/<undo>` (made
+/// by the deploy user); the folders of the image's user move as `access` says. Any failed move
+/// fails the script.
+pub fn move_aside(env: &Env, undo: &str, access: &Access) -> String {
     let r = q(&env.remote_dir);
     let u = q(undo);
     format!(
-        "cd {r} && mkdir -p {u}/.deploy && for d in config data logs; do [ -e \"$d\" ] && mv \"$d\" {u}/; done; for f in .deploy/history.jsonl .deploy/last_good_tag; do [ -e \"$f\" ] && mv \"$f\" {u}/.deploy/; done; true"
+        "cd {r} && mkdir -p {u}/.deploy && for f in .deploy/history.jsonl .deploy/last_good_tag; do if [ -e \"$f\" ]; then mv \"$f\" {u}/.deploy/ || exit 1; fi; done && set -- && for d in config data logs; do if [ -e \"$d\" ]; then set -- \"$@\" \"$d\"; fi; done && if [ $# -gt 0 ]; then {}; fi",
+        access.run(&env.remote_dir, false, false, "mv", &format!("-- \"$@\" {u}/"))
     )
 }
 
-/// Cuts a restored JSON-lines file after its last whole line.
-pub fn cut_tail(env: &Env, t: &PartialTail) -> String {
-    format!(
-        "truncate -s {} {}",
-        t.keep_bytes,
-        q(&format!("{}/{}", env.remote_dir, t.path))
+/// Cuts a restored JSON-lines file after its last whole line (as `access` says).
+pub fn cut_tail(env: &Env, t: &PartialTail, access: &Access) -> String {
+    access.run(
+        &env.remote_dir,
+        false,
+        false,
+        "truncate",
+        &format!(
+            "-s {} {}",
+            t.keep_bytes,
+            q(&format!("{}/{}", env.remote_dir, t.path))
+        ),
     )
 }
 

@@ -18,7 +18,7 @@
 //! `find` over the (few) paths of the deploy root.
 
 use super::q;
-use super::snapshot::{Append, Entry, FileState, Manifest, PartialTail};
+use super::snapshot::{Access, Append, Entry, FileState, Manifest, PartialTail};
 use super::snapshot_remote::{OK_FN, SHA256};
 use crate::config::Env;
 use anyhow::{bail, Result};
@@ -153,27 +153,26 @@ pub fn plan(parent: &[FileState], now: &[Scanned]) -> Plan {
 /// Writes `<backups>/<partial>`: the plan's whole paths (`--no-recursion`) and, for each
 /// candidate whose window still hashes as recorded, its bytes from `offset` on as
 /// `.xtask-append/<path>` (a candidate that fails the check is archived whole). Prints `append
-/// PATH` or `whole PATH` per candidate. Any failed stage removes the partial file and exits 1.
-pub fn create(env: &Env, p: &Plan, partial: &str) -> String {
-    let mut s = format!(
-        "{OK_FN}; cd {r} && mkdir -p {b} && p={b}/{pt} && s=$(mktemp -d {b}/.delta.XXXXXX) || exit 1; trap 'rm -rf \"$s\"' EXIT; : > \"$s/whole\" && : > \"$s/append\" || exit 1; ",
-        r = q(&env.remote_dir),
-        b = q(&env.backups_dir),
-        pt = q(partial),
-    );
+/// PATH` or `whole PATH` per candidate. The part that reads the deploy root (the checks, the
+/// copies into a working folder of the backups folder, `tar -c`) runs as `access` says (through
+/// a container for a non-root deploy user: the image user's files may be unreadable to others);
+/// zstd and the partial file stay the deploy user's. Any failed stage removes the partial file
+/// and exits 1.
+pub fn create(env: &Env, p: &Plan, partial: &str, access: &Access) -> String {
+    let mut inner = "s=$(mktemp -d \"$1/.delta.XXXXXX\") || exit 1; trap 'rm -rf \"$s\"' EXIT; : > \"$s/whole\" && : > \"$s/append\" || exit 1; ".to_string();
     for chunk in p.whole.chunks(64) {
         let words: Vec<String> = chunk.iter().map(|w| q(w)).collect();
-        s += &format!(
+        inner += &format!(
             "printf '%s\\n' {} >> \"$s/whole\" || exit 1; ",
             words.join(" ")
         );
     }
     if !p.candidates.is_empty() {
-        s += &format!(
-            "a() {{ w=$(tail -c +$(($2 - $3 + 1)) -- \"$1\" | head -c \"$3\" | {{ {SHA256}; }}) && [ \"${{w%% *}}\" = \"$4\" ] && mkdir -p \"$s/{APPEND_DIR}/$(dirname -- \"$1\")\" && tail -c +$(($2 + 1)) -- \"$1\" > \"$s/{APPEND_DIR}/$1\" && printf '%s\\n' \"{APPEND_DIR}/$1\" >> \"$s/append\" && echo \"append $1\" && return 0; rm -f \"$s/{APPEND_DIR}/$1\"; printf '%s\\n' \"$1\" >> \"$s/whole\" && echo \"whole $1\"; }}; "
+        inner += &format!(
+            "a() {{ w=$(tail -c +$(($2 - $3 + 1)) -- \"$1\" | head -c \"$3\" | {{ {SHA256}; }}) && [ \"${{w%% *}}\" = \"$4\" ] && mkdir -p \"$s/{APPEND_DIR}/$(dirname -- \"$1\")\" && tail -c +$(($2 + 1)) -- \"$1\" > \"$s/{APPEND_DIR}/$1\" && printf '%s\\n' \"{APPEND_DIR}/$1\" >> \"$s/append\" && echo \"append $1\" >&2 && return 0; rm -f \"$s/{APPEND_DIR}/$1\"; printf '%s\\n' \"$1\" >> \"$s/whole\" && echo \"whole $1\" >&2; }}; "
         );
         for c in &p.candidates {
-            s += &format!(
+            inner += &format!(
                 "a {} {} {} {} || exit 1; ",
                 q(&c.path),
                 c.offset,
@@ -182,8 +181,19 @@ pub fn create(env: &Env, p: &Plan, partial: &str) -> String {
             );
         }
     }
-    s += "exec 4>&1; st=$( { { tar -cf - --numeric-owner --no-recursion -T \"$s/whole\" -C \"$s\" -T \"$s/append\"; echo \"t$?\" >&3; } | { zstd -q -T0 -3 > \"$p\"; echo \"z$?\" >&3; }; } 3>&1 >&4 | tr '\\n' ' '); if ok z0 && { ok t0 || ok t1; }; then exit 0; fi; rm -f \"$p\"; echo \"writing the incremental snapshot failed (tar, zstd: $st)\" >&2; exit 1";
-    s
+    inner += "tar -cf - --numeric-owner --no-recursion -T \"$s/whole\" -C \"$s\" -T \"$s/append\"";
+    let runner = access.run_with(
+        &[(&env.remote_dir, true), (&env.backups_dir, false)],
+        false,
+        "sh",
+        &format!("-c {} sh {}", q(&inner), q(&env.backups_dir)),
+    );
+    format!(
+        "{OK_FN}; cd {r} && mkdir -p {b} && p={b}/{pt} && t=$(mktemp -d) || exit 1; trap 'rm -rf \"$t\"' EXIT; exec 4>&1; st=$( {{ {{ {runner} 2> \"$t/log\"; echo \"t$?\" >&3; }} | {{ zstd -q -T0 -3 > \"$p\"; echo \"z$?\" >&3; }}; }} 3>&1 >&4 | tr '\\n' ' '); grep -E '^(append|whole) ' \"$t/log\"; grep -vE '^(append|whole) ' \"$t/log\" >&2; if ok z0 && {{ ok t0 || ok t1; }}; then exit 0; fi; rm -f \"$p\"; echo \"writing the incremental snapshot failed (tar, zstd: $st)\" >&2; exit 1",
+        r = q(&env.remote_dir),
+        b = q(&env.backups_dir),
+        pt = q(partial),
+    )
 }
 
 /// The `append PATH` lines of [`create`]'s output: the candidates stored by their appended bytes.
@@ -194,32 +204,39 @@ pub fn appended(out: &str) -> Vec<String> {
         .collect()
 }
 
-/// Applies delta `m` on top of its parent's state in the deploy root: deletes `removed`,
-/// extracts `<backups>/<archive>` after checking it still has its sha256, concatenates each
-/// append onto its file (whose size must be the recorded offset) and removes `.xtask-append`.
-/// Any failure exits 1 naming it.
-pub fn apply(env: &Env, m: &Manifest) -> String {
-    let mut s = format!(
-        "{OK_FN}; cd {r} || exit 1; trap 'rm -rf {APPEND_DIR}' EXIT; ",
-        r = q(&env.remote_dir)
-    );
+/// Applies delta `m` on top of its parent's state in the deploy root: checks that
+/// `<backups>/<archive>` still has its sha256, then (as `access` says: through a container for
+/// a non-root deploy user, whose image user's files these are) deletes `removed`, extracts the
+/// archive, concatenates each append onto its file (whose size must be the recorded offset),
+/// removes `.xtask-append` and gives `.deploy` back to the deploy user. Any failure exits 1
+/// naming it.
+pub fn apply(env: &Env, m: &Manifest, access: &Access) -> String {
+    let mut inner = format!("trap 'rm -rf {APPEND_DIR}' EXIT; ");
     for chunk in m.delta.removed.chunks(64) {
         let words: Vec<String> = chunk.iter().map(|w| q(w)).collect();
-        s += &format!("rm -rf -- {} || exit 1; ", words.join(" "));
+        inner += &format!("rm -rf -- {} || exit 1; ", words.join(" "));
     }
-    s += &format!(
-        "f={b}/{f}; if ! printf '%s  %s\\n' {sha} \"$f\" | sha256sum -c --status; then echo \"{f} changed since it was verified: nothing was extracted\" >&2; exit 1; fi; exec 4>&1; st=$( {{ {{ zstd -dcq < \"$f\"; echo \"z$?\" >&3; }} | {{ tar -xf - --numeric-owner; echo \"x$?\" >&3; }}; }} 3>&1 >&4 | tr '\\n' ' '); if ! ok z0 || ! ok x0; then echo \"extracting {f} failed (zstd, tar: $st)\" >&2; exit 1; fi; ",
+    inner += "tar -xf - --numeric-owner || exit 1; ";
+    if !m.delta.appends.is_empty() {
+        inner += &format!("c() {{ n=$(stat -c %s -- \"$1\") || exit 1; if [ \"$n\" != \"$2\" ]; then echo \"$1 has $n bytes where {id} appends at $2\" >&2; exit 1; fi; cat -- \"{APPEND_DIR}/$1\" >> \"$1\" || exit 1; }}; ", id = m.id);
+        for a in &m.delta.appends {
+            inner += &format!("c {} {}; ", q(&a.path), a.offset);
+        }
+    }
+    inner += "if [ -d .deploy ]; then chown -R \"$1\" .deploy || exit 1; fi";
+    let runner = access.run_with(
+        &[(&env.remote_dir, false)],
+        true,
+        "sh",
+        &format!("-c {} sh \"$(id -u):$(id -g)\"", q(&inner)),
+    );
+    format!(
+        "{OK_FN}; cd {r} || exit 1; f={b}/{f}; if ! printf '%s  %s\\n' {sha} \"$f\" | sha256sum -c --status; then echo \"{f} changed since it was verified: nothing was extracted\" >&2; exit 1; fi; exec 4>&1; st=$( {{ {{ zstd -dcq < \"$f\"; echo \"z$?\" >&3; }} | {{ {runner}; echo \"x$?\" >&3; }}; }} 3>&1 >&4 | tr '\\n' ' '); if ok z0 && ok x0; then exit 0; fi; echo \"applying {f} failed (zstd, tar: $st)\" >&2; exit 1",
+        r = q(&env.remote_dir),
         b = q(&env.backups_dir),
         f = q(&m.archive.file),
         sha = q(&m.archive.sha256),
-    );
-    if !m.delta.appends.is_empty() {
-        s += &format!("c() {{ n=$(stat -c %s -- \"$1\") || exit 1; if [ \"$n\" != \"$2\" ]; then echo \"$1 has $n bytes where {id} appends at $2\" >&2; exit 1; fi; cat -- \"{APPEND_DIR}/$1\" >> \"$1\" || exit 1; }}; ", id = m.id);
-        for a in &m.delta.appends {
-            s += &format!("c {} {}; ", q(&a.path), a.offset);
-        }
-    }
-    s + "exit 0"
+    )
 }
 
 /// The state a snapshot made from `scanned` restores: each archived path (whole) with the

@@ -6,7 +6,7 @@
 //! (`server::snapshot`) from it.
 
 use super::q;
-use super::snapshot::{check_entry, Entry, PartialTail};
+use super::snapshot::{check_entry, untar, Access, Entry, PartialTail};
 use crate::config::Env;
 use anyhow::{bail, Result};
 
@@ -24,9 +24,16 @@ pub(super) const OK_FN: &str = "ok() { case \" $st \" in *\" $1 \"*) return 0;; 
 pub(super) const SHA256: &str =
     "if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi";
 
-/// Prints `tool NAME yes|no` for each of [`TOOLS`] (`gnu-tar`: `tar --version` says GNU tar).
+/// Prints `tool NAME yes|no` for each of [`TOOLS`] (`gnu-tar`: `tar --version` says GNU tar),
+/// then `uid N`: the deploy user's uid (not root: the files of the image's user are reached
+/// through a container, [`Access::Container`]).
 pub fn tools() -> String {
-    "for t in tar zstd sha256sum; do if command -v \"$t\" >/dev/null 2>&1; then echo \"tool $t yes\"; else echo \"tool $t no\"; fi; done; if tar --version 2>/dev/null | grep -q 'GNU tar'; then echo 'tool gnu-tar yes'; else echo 'tool gnu-tar no'; fi".to_string()
+    "for t in tar zstd sha256sum; do if command -v \"$t\" >/dev/null 2>&1; then echo \"tool $t yes\"; else echo \"tool $t no\"; fi; done; if tar --version 2>/dev/null | grep -q 'GNU tar'; then echo 'tool gnu-tar yes'; else echo 'tool gnu-tar no'; fi; echo \"uid $(id -u)\"".to_string()
+}
+
+/// Whether [`tools`]' output says the deploy user is root (an empty or unreadable reply: not).
+pub fn is_root(out: &str) -> bool {
+    out.lines().any(|l| l.trim() == "uid 0")
 }
 
 /// The tools of [`TOOLS`] that [`tools`]' output does not report present (all of them for an
@@ -42,21 +49,29 @@ pub fn missing_tools(out: &str) -> Vec<String> {
 /// Writes `<backups>/<partial>` and reads it in the same pass (issue 13: one pass over the
 /// data): `tar -cf - | tee FIFO | zstd -q -T0 -3 | tee PARTIAL | sha256`, while GNU tar reads
 /// the uncompressed stream from the FIFO for the listing and each file's hashes
-/// ([`read_reply`]). Prints [`read_back`]'s reply for the archive written. tar's exit 1 ("file
+/// ([`to_command`]). Prints [`read_back`]'s reply for the archive written. tar's exit 1 ("file
 /// changed as we read it") is accepted; any other failure of any stage (a full disk) removes
-/// the partial file and exits 1.
-pub fn create(env: &Env, no_logs: bool, partial: &str) -> String {
+/// the partial file and exits 1. tar -c runs as `access` says (through a container: the deploy
+/// root mounted read-only); everything else, and the partial file, stay the deploy user's.
+pub fn create(env: &Env, no_logs: bool, partial: &str, access: &Access) -> String {
     let dirs = if no_logs {
         "config data .deploy"
     } else {
         "config data logs .deploy"
     };
     format!(
-        "{OK_FN}; cd {r} && set -- && for d in {dirs}; do [ -e \"$d\" ] && set -- \"$@\" \"$d\"; done; mkdir -p {b} && p={b}/{p} && t=$(mktemp -d {b}/.create.XXXXXX) || exit 1; trap 'rm -rf \"$t\"' EXIT; mkfifo \"$t/f\" || exit 1; export XT=\"$t/tail\"; {{ tar -xvvf - -P --numeric-owner --quoting-style=c --index-file=\"$t/idx\" --to-command={cmd} < \"$t/f\" > \"$t/sums\"; echo \"x$?\" > \"$t/xs\"; }} & exec 4>&1; st=$( {{ {{ tar -cf - --numeric-owner --exclude=.deploy/lock \"$@\"; echo \"t$?\" >&3; }} | {{ tee \"$t/f\"; echo \"e$?\" >&3; }} | {{ zstd -q -T0 -3; echo \"z$?\" >&3; }} | {{ tee \"$p\"; echo \"w$?\" >&3; }} | {{ {SHA256}; echo \"a$?\" >&3; }} > \"$t/sha\"; }} 3>&1 >&4 | tr '\\n' ' '); wait; st=\"$st $(cat \"$t/xs\" 2>/dev/null)\"; if ok e0 && ok z0 && ok w0 && ok a0 && ok x0 && {{ ok t0 || ok t1; }} && s=$(stat -c %s -- \"$p\") && read -r h _ < \"$t/sha\"; then echo \"A $s $h\"; sed 's/^/L /' \"$t/idx\"; cat \"$t/sums\"; exit 0; fi; rm -f \"$p\"; echo \"writing the snapshot failed (tar, tee, zstd, hashing: $st; disk full?)\" >&2; exit 1",
+        "{OK_FN}; cd {r} && set -- && for d in {dirs}; do [ -e \"$d\" ] && set -- \"$@\" \"$d\"; done; mkdir -p {b} && p={b}/{p} && t=$(mktemp -d {b}/.create.XXXXXX) || exit 1; trap 'rm -rf \"$t\"' EXIT; mkfifo \"$t/f\" || exit 1; export XT=\"$t/tail\"; {{ tar -xvvf - -P --numeric-owner --quoting-style=c --index-file=\"$t/idx\" --to-command={cmd} < \"$t/f\" > \"$t/sums\"; echo \"x$?\" > \"$t/xs\"; }} & exec 4>&1; st=$( {{ {{ {tar}; echo \"t$?\" >&3; }} | {{ tee \"$t/f\"; echo \"e$?\" >&3; }} | {{ zstd -q -T0 -3; echo \"z$?\" >&3; }} | {{ tee \"$p\"; echo \"w$?\" >&3; }} | {{ {SHA256}; echo \"a$?\" >&3; }} > \"$t/sha\"; }} 3>&1 >&4 | tr '\\n' ' '); wait; st=\"$st $(cat \"$t/xs\" 2>/dev/null)\"; if ok e0 && ok z0 && ok w0 && ok a0 && ok x0 && {{ ok t0 || ok t1; }} && s=$(stat -c %s -- \"$p\") && read -r h _ < \"$t/sha\"; then echo \"A $s $h\"; sed 's/^/L /' \"$t/idx\"; cat \"$t/sums\"; exit 0; fi; rm -f \"$p\"; echo \"writing the snapshot failed (tar, tee, zstd, hashing: $st; disk full?)\" >&2; exit 1",
         r = q(&env.remote_dir),
         b = q(&env.backups_dir),
         p = q(partial),
         cmd = dq(&to_command()),
+        tar = access.run(
+            &env.remote_dir,
+            true,
+            false,
+            "tar",
+            "-cf - --numeric-owner --exclude=.deploy/lock \"$@\""
+        ),
     )
 }
 
@@ -99,14 +114,15 @@ pub fn read_back(env: &Env, file: &str) -> String {
 }
 
 /// Extracts `<backups>/<file>` into `dir` after checking it still has `sha256` (the archive
-/// verified entry by entry just before); any failed stage exits 1.
-pub fn extract(env: &Env, file: &str, sha256: &str, dir: &str) -> String {
+/// verified entry by entry just before); any failed stage exits 1. tar runs as `access` says
+/// ([`untar`]), zstd on the host.
+pub fn extract(env: &Env, file: &str, sha256: &str, dir: &str, access: &Access) -> String {
     format!(
-        "{OK_FN}; cd {b} || exit 1; f={f}; if ! printf '%s  %s\\n' {sha} \"$f\" | sha256sum -c --status; then echo \"{f} changed since it was verified: nothing was extracted\" >&2; exit 1; fi; exec 4>&1; st=$( {{ {{ zstd -dcq < \"$f\"; echo \"z$?\" >&3; }} | {{ tar -xf - --numeric-owner -C {d}; echo \"x$?\" >&3; }}; }} 3>&1 >&4 | tr '\\n' ' '); if ok z0 && ok x0; then exit 0; fi; echo \"extracting {f} failed (zstd, tar: $st)\" >&2; exit 1",
+        "{OK_FN}; cd {b} || exit 1; f={f}; if ! printf '%s  %s\\n' {sha} \"$f\" | sha256sum -c --status; then echo \"{f} changed since it was verified: nothing was extracted\" >&2; exit 1; fi; exec 4>&1; st=$( {{ {{ zstd -dcq < \"$f\"; echo \"z$?\" >&3; }} | {{ {untar}; echo \"x$?\" >&3; }}; }} 3>&1 >&4 | tr '\\n' ' '); if ok z0 && ok x0; then exit 0; fi; echo \"extracting {f} failed (zstd, tar: $st)\" >&2; exit 1",
         b = q(&env.backups_dir),
         f = q(file),
         sha = q(sha256),
-        d = q(dir),
+        untar = untar(dir, access),
     )
 }
 

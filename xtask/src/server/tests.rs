@@ -19,6 +19,8 @@ fn env() -> Env {
 /// (name, script) for every builder in `server/`.
 pub fn all_scripts() -> Vec<(&'static str, String)> {
     let e = env();
+    let root = snapshot::Access::Direct;
+    let ctr = snapshot::Access::Container(e.image("v1.2.3"));
     let tail = snapshot::PartialTail {
         path: "config/observer/observer.jsonl".into(),
         keep_bytes: 4096,
@@ -89,8 +91,9 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
         ),
         ("history-append", history::append(&e)),
         ("history-read", history::read(&e, 5)),
-        ("snapshot-tar", snapshot::tar(&e, false)),
-        ("snapshot-tar-no-logs", snapshot::tar(&e, true)),
+        ("snapshot-tar", snapshot::tar(&e, false, &root)),
+        ("snapshot-tar-no-logs", snapshot::tar(&e, true, &root)),
+        ("snapshot-tar-container", snapshot::tar(&e, false, &ctr)),
         (
             "snapshot-write-partial",
             snapshot::write_partial(&e, "20261129T100000Z-abcdef.tar.zst.partial"),
@@ -114,21 +117,37 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
             snapshot::cat(&e, "20261129T100000Z-abcdef.manifest.json"),
         ),
         ("snapshot-list", snapshot::list(&e)),
-        ("snapshot-extract", snapshot::extract(&e.remote_dir)),
+        ("snapshot-extract", snapshot::extract(&e.remote_dir, &root)),
+        (
+            "snapshot-extract-container",
+            snapshot::extract(&e.remote_dir, &ctr),
+        ),
         (
             "snapshot-move-aside",
-            snapshot::move_aside(&e, ".restore-undo/20261129T100000Z-before-x"),
+            snapshot::move_aside(&e, ".restore-undo/20261129T100000Z-before-x", &root),
         ),
-        ("snapshot-cut-tail", snapshot::cut_tail(&e, &tail)),
+        (
+            "snapshot-move-aside-container",
+            snapshot::move_aside(&e, ".restore-undo/20261129T100000Z-before-x", &ctr),
+        ),
+        ("snapshot-cut-tail", snapshot::cut_tail(&e, &tail, &root)),
+        (
+            "snapshot-cut-tail-container",
+            snapshot::cut_tail(&e, &tail, &ctr),
+        ),
         ("snapshot-prune-scan", snapshot::prune_scan(&e)),
         ("snapshot-tools", snapshot_remote::tools()),
         (
             "snapshot-create",
-            snapshot_remote::create(&e, false, "20261129T100000Z-abcdef.tar.zst.partial"),
+            snapshot_remote::create(&e, false, "20261129T100000Z-abcdef.tar.zst.partial", &root),
         ),
         (
             "snapshot-create-no-logs",
-            snapshot_remote::create(&e, true, "20261129T100000Z-abcdef.tar.zst.partial"),
+            snapshot_remote::create(&e, true, "20261129T100000Z-abcdef.tar.zst.partial", &root),
+        ),
+        (
+            "snapshot-create-container",
+            snapshot_remote::create(&e, false, "20261129T100000Z-abcdef.tar.zst.partial", &ctr),
         ),
         (
             "snapshot-read-back",
@@ -141,16 +160,45 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
                 "20261129T100000Z-abcdef.tar.zst",
                 "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
                 &e.remote_dir,
+                &root,
+            ),
+        ),
+        (
+            "snapshot-extract-checked-container",
+            snapshot_remote::extract(
+                &e,
+                "20261129T100000Z-abcdef.tar.zst",
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                &e.remote_dir,
+                &ctr,
             ),
         ),
         ("snapshot-scan", snapshot_delta::scan(&e, false)),
         (
             "snapshot-create-delta",
-            snapshot_delta::create(&e, &delta_plan(), "20261129T100000Z-abcdef.tar.zst.partial"),
+            snapshot_delta::create(
+                &e,
+                &delta_plan(),
+                "20261129T100000Z-abcdef.tar.zst.partial",
+                &snapshot::Access::Direct,
+            ),
         ),
         (
             "snapshot-apply-delta",
-            snapshot_delta::apply(&e, &delta_manifest()),
+            snapshot_delta::apply(&e, &delta_manifest(), &snapshot::Access::Direct),
+        ),
+        (
+            "snapshot-create-delta-container",
+            snapshot_delta::create(
+                &e,
+                &delta_plan(),
+                "20261129T100000Z-abcdef.tar.zst.partial",
+                &ctr,
+            ),
+        ),
+        (
+            "snapshot-apply-delta-container",
+            snapshot_delta::apply(&e, &delta_manifest(), &ctr),
         ),
         (
             "snapshot-remove-files",

@@ -460,6 +460,13 @@ fn remote_checks(sh: &Ctx, env: &Env, r: &mut Report) {
     }
     // issue 13: snapshots are made on the server when it has the tools; the backups folder's
     // size and the free space there (deploys prune it to keep_snapshots).
+    // issue 13 item 3: a non-root deploy user reaches uid 10001's files through a container.
+    if !crate::server::snapshot_remote::is_root(o) {
+        r.ok(
+            "remote deploy user",
+            "not root: snapshots and restores touch uid 10001's files as root in a container of the observer image",
+        );
+    }
     match crate::server::snapshot_remote::missing_tools(o).as_slice() {
         [] => r.ok(
             "remote snapshot tools",

@@ -120,13 +120,26 @@ impl Snapshot {
                 } else {
                     server::tag_of(&probe.running)
                 };
+                let found = snapshot::route(&mut x, &s)?;
                 let route = if stream {
                     snapshot::Route::Stream(vec![])
                 } else {
-                    snapshot::route(&mut x, &s)?
+                    found.route
                 };
+                // A non-root deploy user's tar runs in a container of the running version's
+                // image, else the last good one's (issue 13 item 3); refused without either.
+                let last_good = probe.last_good.map(|l| l.version).unwrap_or_default();
+                let image = [version.as_str(), last_good.as_str()]
+                    .into_iter()
+                    .find(|v| !v.is_empty())
+                    .map(|v| env.image(v));
+                let access = snapshot::create_access(&env, found.root, image)?;
                 let m = x.step("Create the snapshot", |x| {
-                    snapshot::create_by(x, &env, &s, &version, no_logs, &route, incremental)
+                    let kind = snapshot::Kind {
+                        no_logs,
+                        incremental,
+                    };
+                    snapshot::create_by(x, &env, &s, &version, &route, &access, kind)
                 })?;
                 if self.json {
                     println!(
@@ -168,7 +181,7 @@ impl Snapshot {
                 }
             }
             SnapshotCmd::Verify { id } => {
-                let route = snapshot::route(&mut x, &s)?;
+                let route = snapshot::route(&mut x, &s)?.route;
                 let chain = x.step(&format!("Verify snapshot {id}"), |x| {
                     let m = snapshot::read_manifest(x, &env, &s, &id)?;
                     snapshot::verify(x, &env, &s, &m, &route)

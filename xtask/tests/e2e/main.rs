@@ -20,6 +20,7 @@ mod sandbox;
 mod secrets;
 mod snapshot;
 mod snapshot_delta;
+mod snapshot_nonroot;
 mod snapshot_server;
 
 pub const E2E: &str = "e2e: needs the sandbox; run by `cargo xtask ci`";

@@ -5,7 +5,7 @@
 
 use super::snapshot_routes::{have, sh};
 use crate::server::q;
-use crate::server::snapshot::{Append, ArchiveInfo, Delta, Manifest};
+use crate::server::snapshot::{Access, Append, ArchiveInfo, Delta, Manifest};
 use crate::server::snapshot_delta as sd;
 use crate::server::snapshot_remote as sr;
 
@@ -57,7 +57,12 @@ fn a_delta_on_a_full_snapshot_restores_the_live_tree() {
     };
     // The full snapshot: its state from the scan and its own reply.
     let scanned = sd::parse_scan(&run(sd::scan(&env, false))).unwrap();
-    let full_reply = run(sr::create(&env, false, "F.tar.zst.partial"));
+    let full_reply = run(sr::create(
+        &env,
+        false,
+        "F.tar.zst.partial",
+        &Access::Direct,
+    ));
     std::fs::rename(backups.join("F.tar.zst.partial"), backups.join("F.tar.zst")).unwrap();
     let rb0 = sr::parse_read_back(&full_reply).unwrap();
     let state0 = sd::state_after(&[], &scanned, &rb0.entries, &rb0.windows, &[]);
@@ -76,7 +81,12 @@ fn a_delta_on_a_full_snapshot_restores_the_live_tree() {
     let plan = sd::plan(&state0, &scanned);
     assert_eq!(plan.unchanged, vec!["data/big", ".deploy/last_good_tag"]);
     assert_eq!(plan.removed, vec!["logs/old.log"]);
-    let out = run(sd::create(&env, &plan, "D.tar.zst.partial"));
+    let out = run(sd::create(
+        &env,
+        &plan,
+        "D.tar.zst.partial",
+        &Access::Direct,
+    ));
     std::fs::rename(backups.join("D.tar.zst.partial"), backups.join("D.tar.zst")).unwrap();
     // The archive: only its appended bytes; the rewritten file: whole (its window changed).
     assert_eq!(sd::appended(&out), vec!["config/observer/observer.jsonl"]);
@@ -133,8 +143,9 @@ fn a_delta_on_a_full_snapshot_restores_the_live_tree() {
         "F.tar.zst",
         &full.archive.sha256,
         &env2.remote_dir,
+        &Access::Direct,
     ));
-    run(sd::apply(&env2, &delta));
+    run(sd::apply(&env2, &delta, &Access::Direct));
     let (same, diff, _) = sh(&format!(
         "diff -r {} {}",
         q(root.to_str().unwrap()),
@@ -153,7 +164,7 @@ fn a_delta_on_a_full_snapshot_restores_the_live_tree() {
         vec![("config/observer/observer.jsonl", last_nl)]
     );
     // Applied twice, the delta refuses (the archive's size is no longer its offset).
-    let (ok, _, err) = sh(&sd::apply(&env2, &delta));
+    let (ok, _, err) = sh(&sd::apply(&env2, &delta, &Access::Direct));
     assert!(!ok && err.contains("appends at"), "{err}");
     assert!(!out_dir.join(".xtask-append").exists());
     let _ = std::fs::remove_dir_all(&base);

@@ -4,7 +4,7 @@
 
 use crate::ops::snapshot::{choose, compare, Route};
 use crate::ops::snapshot_stream::walk;
-use crate::server::snapshot::{ArchiveInfo, Manifest, PartialTail};
+use crate::server::snapshot::{Access, ArchiveInfo, Manifest, PartialTail};
 use crate::server::snapshot_remote as sr;
 use std::io::Read;
 
@@ -48,7 +48,7 @@ fn the_server_side_manifest_equals_the_streamed_one() {
     std::fs::create_dir_all(&root).unwrap();
     assert!(sh(&setup).0);
     let partial = "20261201T000000Z-abcdef.tar.zst.partial";
-    let (ok, made, err) = sh(&sr::create(&env, false, partial));
+    let (ok, made, err) = sh(&sr::create(&env, false, partial, &Access::Direct));
     assert!(ok, "{err}");
     let (ok, out, err) = sh(&sr::read_back(&env, partial));
     assert!(ok, "{err}");
@@ -154,6 +154,7 @@ fn the_server_side_manifest_equals_the_streamed_one() {
         partial,
         &rb.sha256,
         out_dir.to_str().unwrap(),
+        &Access::Direct,
     ));
     assert!(ok, "{err}");
     assert!(out_dir.join("config/observer/observer.jsonl").is_file());
@@ -164,6 +165,7 @@ fn the_server_side_manifest_equals_the_streamed_one() {
         partial,
         &"0".repeat(64),
         other.to_str().unwrap(),
+        &Access::Direct,
     ));
     assert!(
         !ok && err.contains("changed since it was verified"),
@@ -199,7 +201,12 @@ fn a_failed_write_removes_the_partial_file() {
     // A backups "folder" that is a file: zstd cannot write there.
     std::fs::write(base.join("file"), b"").unwrap();
     env.backups_dir = base.join("file").display().to_string();
-    let (ok, _, _) = sh(&sr::create(&env, false, "x.tar.zst.partial"));
+    let (ok, _, _) = sh(&sr::create(
+        &env,
+        false,
+        "x.tar.zst.partial",
+        &Access::Direct,
+    ));
     assert!(!ok);
     // /dev/full: the write fails after the file was opened; the partial is removed.
     let full = base.join("full");
@@ -213,7 +220,12 @@ fn a_failed_write_removes_the_partial_file() {
             ))
             .0
         );
-        let (ok, _, err) = sh(&sr::create(&env, false, "x.tar.zst.partial"));
+        let (ok, _, err) = sh(&sr::create(
+            &env,
+            false,
+            "x.tar.zst.partial",
+            &Access::Direct,
+        ));
         assert!(!ok && err.contains("writing the snapshot failed"), "{err}");
         assert!(!full.join("x.tar.zst.partial").exists());
     }

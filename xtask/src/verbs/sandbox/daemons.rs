@@ -195,15 +195,26 @@ pub fn start_registry(sh: &Ctx, p: &Paths, st: &mut State, mode: &str, auth: &st
 pub fn start_sshd(sh: &Ctx, p: &Paths, st: &mut State) -> Result<()> {
     let dir = p.ssh();
     let config = dir.join("sshd_config");
+    // The sandbox's user, and the non-root deploy user when there is one (issue 13 item 3).
+    let allow = format!("AllowUsers {} {}", st.user, st.deploy_user)
+        .trim_end()
+        .to_string();
     if let Some(pid) = st.sshd_pid {
         if pid_alive(pid, &config) && ssh_banner(st.ssh_port) {
-            eprintln!(
-                "sshd already running (pid {pid}, 127.0.0.1:{})",
-                st.ssh_port
-            );
-            return Ok(());
+            let running = fs::read_to_string(&config).unwrap_or_default();
+            if running.lines().any(|l| l == allow) {
+                eprintln!(
+                    "sshd already running (pid {pid}, 127.0.0.1:{})",
+                    st.ssh_port
+                );
+                return Ok(());
+            }
+            eprintln!("sshd: the allowed users changed ({allow}); restarting it (pid {pid})");
+            stop_pid(pid, &config, "sshd");
+            wait_port_free(st.ssh_port);
+        } else {
+            eprintln!("sshd: stale PID record (pid {pid} is not our sshd); starting it again");
         }
-        eprintln!("sshd: stale PID record (pid {pid} is not our sshd); starting it again");
         st.sshd_pid = None;
     }
     for key in ["host_ed25519", "client_ed25519"] {
@@ -221,11 +232,10 @@ pub fn start_sshd(sh: &Ctx, p: &Paths, st: &mut State) -> Result<()> {
     fs::write(
         &config,
         format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {pidf}\nAuthorizedKeysFile {ak}\nPubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nAllowUsers {user}\nUsePAM no\nStrictModes no\nLogLevel INFO\nMaxSessions 64\nMaxStartups 64\nSetEnv PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin\n",
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {pidf}\nAuthorizedKeysFile {ak}\nPubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n{allow}\nUsePAM no\nStrictModes no\nLogLevel INFO\nMaxSessions 64\nMaxStartups 64\nSetEnv PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin\n",
             hk = dir.join("host_ed25519").display(),
             pidf = dir.join("sshd.pid").display(),
             ak = dir.join("authorized_keys").display(),
-            user = st.user,
         ),
     )?;
     // Pin the host key: known_hosts holds exactly this sandbox's key for [127.0.0.1]:port.

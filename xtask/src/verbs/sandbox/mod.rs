@@ -5,6 +5,7 @@
 
 mod base_image;
 mod daemons;
+mod deploy_user;
 mod token;
 
 /// `GET path` on 127.0.0.1:`port`: the HTTP status (the bench polls `/health` with it).
@@ -165,6 +166,8 @@ pub fn up_with(sh: &Ctx, allow_install: bool, auth: RegistryAuth) -> Result<Stat
         }
     }
     sandbox_state::save(&p, &st)?;
+    deploy_user::ensure(sh, &p, &mut st)?;
+    sandbox_state::save(&p, &st)?;
     daemons::start_sshd(sh, &p, &mut st)?;
     sandbox_state::save(&p, &st)?;
     st.base_image = base_image::ensure(sh, &p)?;
@@ -178,7 +181,7 @@ pub fn up_with(sh: &Ctx, allow_install: bool, auth: RegistryAuth) -> Result<Stat
         RegistryAuth::Token => format!("token auth, token service {}", token::realm(&st)),
     };
     eprintln!(
-        "sandbox up:\n  registry  {} at 127.0.0.1:{}, {auth_line} (user {REGISTRY_USER}, token in {})\n  server    sshd at {}@127.0.0.1:{} (key {}, pinned host key in {})\n  deploy    remote dir {}\n  base      {}{}\n  git       {}",
+        "sandbox up:\n  registry  {} at 127.0.0.1:{}, {auth_line} (user {REGISTRY_USER}, token in {})\n  server    sshd at {}@127.0.0.1:{} (key {}, pinned host key in {})\n  deploy    remote dir {}{}\n  base      {}{}\n  git       {}",
         st.registry_kind,
         st.registry_port,
         p.token().display(),
@@ -187,6 +190,16 @@ pub fn up_with(sh: &Ctx, allow_install: bool, auth: RegistryAuth) -> Result<Stat
         p.client_key().display(),
         p.known_hosts().display(),
         p.server().join("observer").display(),
+        if st.deploy_user.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; non-root deploy user {} (in group docker; {}=1) with remote dir {}",
+                st.deploy_user,
+                sandbox_state::NONROOT_VAR,
+                p.nonroot().join("observer").display()
+            )
+        },
         st.base_image,
         base_note(&base_image::kind(sh, &st.base_image)),
         p.git_remote().display()
@@ -217,26 +230,7 @@ pub fn down(sh: &Ctx) -> Result<()> {
     if owner.is_ok_and(|o| o.ok && o.stdout.trim() == crate::core::contract::PROJECT) {
         let _ = sh.capture(cmd!(sh, "docker rm -f {candidate}"), None);
     }
-    let remote = p.server().join("observer");
-    if remote.join(COMPOSE_FILE).is_file() {
-        if let Some(c) = compose::detect_local(sh) {
-            let argv = c.argv();
-            let (program, args) = (&argv[0], &argv[1..]);
-            let _dir = sh.push_dir(&remote);
-            let ok = sh.ok(cmd!(
-                sh,
-                "{program} {args...} -f {COMPOSE_FILE} down --timeout 10"
-            ));
-            eprintln!(
-                "observer container: {}",
-                if ok {
-                    "stopped"
-                } else {
-                    "not stopped (see `docker ps`)"
-                }
-            );
-        }
-    }
+    compose_down(sh, &p.server().join("observer"));
     if let Some(pid) = st.registry_pid.take() {
         daemons::stop_pid(pid, &p.registry().join("config.yml"), "registry");
     }
@@ -244,8 +238,34 @@ pub fn down(sh: &Ctx) -> Result<()> {
     if let Some(pid) = st.sshd_pid.take() {
         daemons::stop_pid(pid, &p.ssh().join("sshd_config"), "sshd");
     }
+    deploy_user::remove(sh, &p, &mut st);
     sandbox_state::save(&p, &st)?;
     Ok(())
+}
+
+/// `compose down` of the observer deployed in `remote` (a sandbox deploy root), when deployed.
+fn compose_down(sh: &Ctx, remote: &std::path::Path) {
+    if !remote.join(COMPOSE_FILE).is_file() {
+        return;
+    }
+    if let Some(c) = compose::detect_local(sh) {
+        let argv = c.argv();
+        let (program, args) = (&argv[0], &argv[1..]);
+        let _dir = sh.push_dir(remote);
+        let ok = sh.ok(cmd!(
+            sh,
+            "{program} {args...} -f {COMPOSE_FILE} down --timeout 10"
+        ));
+        eprintln!(
+            "observer container ({}): {}",
+            remote.display(),
+            if ok {
+                "stopped"
+            } else {
+                "not stopped (see `docker ps`)"
+            }
+        );
+    }
 }
 
 /// What `status` says about the base image after its tag.

@@ -1,0 +1,2 @@
+# golden: server builder `snapshot-extract-container` (see server/tests.rs)
+cd '/srv/obs dir/it'\''s' && docker run --rm -i --user 0 --network none --pull never -v '/srv/obs dir/it'\''s':'/srv/obs dir/it'\''s' -w '/srv/obs dir/it'\''s' --entrypoint sh 127.0.0.1:5000/observer:v1.2.3 -c 'tar -xf - --numeric-owner -C "$1" && if [ -d "$1/.deploy" ]; then chown -R "$2" "$1/.deploy"; fi' sh '/srv/obs dir/it'\''s' "$(id -u):$(id -g)"

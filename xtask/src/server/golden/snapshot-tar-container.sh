@@ -1,0 +1,2 @@
+# golden: server builder `snapshot-tar-container` (see server/tests.rs)
+cd '/srv/obs dir/it'\''s' && set -- && for d in config data logs .deploy; do [ -e "$d" ] && set -- "$@" "$d"; done; docker run --rm --user 0 --network none --pull never -v '/srv/obs dir/it'\''s':'/srv/obs dir/it'\''s':ro -w '/srv/obs dir/it'\''s' --entrypoint tar 127.0.0.1:5000/observer:v1.2.3 -cf - --numeric-owner --exclude=.deploy/lock "$@"; rc=$?; [ $rc -le 1 ]
