@@ -210,8 +210,9 @@ impl Ci {
                     "{cargo} test --locked -p xtask --test e2e -- --ignored --test-threads=1"
                 ),
             );
-            // Production runs compose v2; where v1 is here too, the deploy tests run again
-            // under v1 (XTASK_COMPOSE forces it on the sandbox "server").
+            // Production runs compose v2; where v1 is here too, the deploy tests whose path
+            // differs by compose (containers' names, recreate, the handoff) run again under v1
+            // (XTASK_COMPOSE forces it on the sandbox "server").
             let both = sh.ok(cmd!(sh, "docker compose version"))
                 && sh.ok(cmd!(sh, "docker-compose version"));
             let r = match r {
@@ -220,7 +221,7 @@ impl Ci {
                     "end-to-end deploy tests again under compose v1",
                     cmd!(
                         sh,
-                        "{cargo} test --locked -p xtask --test e2e -- --ignored --test-threads=1 deploy:: handoff::"
+                        "{cargo} test --locked -p xtask --test e2e -- --ignored --test-threads=1 deploy::deploy_v1_v2_broken_rolls_back deploy::deploy_killed_midway handoff::"
                     )
                     .env(crate::compose::FORCE_VAR, "v1"),
                 ),
