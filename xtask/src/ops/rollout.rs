@@ -492,7 +492,13 @@ fn execute_step(
                     },
                 )
             })?;
-            eprintln!("    snapshot {} ({} bytes)", m.id, m.archive.size);
+            let on = m
+                .delta
+                .parent
+                .as_ref()
+                .map(|p| format!(", incremental on {p}"))
+                .unwrap_or_default();
+            eprintln!("    snapshot {} ({} bytes{on})", m.id, m.archive.size);
             run.snapshot = Some(m.id);
         }
         "candidate" => {

@@ -139,6 +139,25 @@ pub fn snapshot_create_verify_restore_prune_as_a_non_root_docker_group_user() {
         r = root().display()
     ));
     assert_eq!(r.code, 0, "{}", r.all());
+    // An incremental snapshot of the changed state (issue 13 item 2): its window checks, copies
+    // and tar run in the container too (the 0600 file is read there).
+    let r = as_deploy(
+        &c,
+        &[
+            "snapshot",
+            "create",
+            "--incremental",
+            "--env",
+            "sandbox",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let made: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(made["parent"], id.as_str(), "{}", r.all());
+    let delta = made["id"].as_str().unwrap().to_string();
+    let r = as_deploy(&c, &["snapshot", "verify", &delta, "--env", "sandbox"]);
+    assert_eq!(r.code, 0, "{}", r.all());
     let r = as_deploy(
         &c,
         &[
@@ -166,6 +185,23 @@ pub fn snapshot_create_verify_restore_prune_as_a_non_root_docker_group_user() {
     );
     assert!(undo.join("data/new-file").is_file());
     // The deploy user's records stay its own: it keeps writing them.
+    let r = sh(&format!(
+        "find '{}/.deploy' ! -user {USER} -print",
+        root().display()
+    ));
+    assert_eq!(r.stdout, "", "{}", r.all());
+
+    // The incremental one restores its chain through the container: the changed state.
+    let r = as_deploy(
+        &c,
+        &["snapshot", "restore", &delta, "--env", "sandbox", "--yes"],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "changed\n");
+    assert_eq!(owner_and_mode(&secret), "10001:10001 600");
+    assert!(root().join("data/new-file").is_file());
+    assert!(!root().join(".xtask-append").exists());
+    assert_eq!(not_qts(&root()), "");
     let r = sh(&format!(
         "find '{}/.deploy' ! -user {USER} -print",
         root().display()

@@ -121,8 +121,20 @@ pub fn snapshot_made_on_the_server_and_old_ones_still_work() {
     std::fs::remove_file(&f).unwrap();
     let r = c.xtask(&["snapshot", "prune", "--keep", "1", "--env", "sandbox"]);
     assert_eq!(r.code, 0, "{}", r.all());
-    let valid = snapshot_ids().iter().filter(|(_, s)| s == "valid").count();
-    assert_eq!(valid, 1);
+    // One kept: the snapshot `rollback --restore` needs (the deploy's), with the parents it
+    // restores through (issue 13 item 2).
+    let mut want = vec![crate::snapshot_delta::last_deploy_snapshot()];
+    while let Some(p) = crate::snapshot_delta::parent_of(want.last().unwrap()) {
+        want.push(p);
+    }
+    let mut valid: Vec<String> = snapshot_ids()
+        .into_iter()
+        .filter(|(_, s)| s == "valid")
+        .map(|(id, _)| id)
+        .collect();
+    valid.sort();
+    want.sort();
+    assert_eq!(valid, want);
 }
 
 /// A PATH without zstd for the remote shell (`XTASK_REMOTE_PATH`): create warns and streams;

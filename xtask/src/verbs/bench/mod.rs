@@ -153,8 +153,19 @@ fn print_table(v: &Value) {
 /// docs/benchmarks.md from the JSON results in target/bench.
 pub fn write_docs(sh: &Ctx) -> Result<()> {
     let mut md = String::from("# Benchmarks\n\nMeasured on the sandbox (`cargo xtask sandbox up`) by `cargo xtask bench all --write-docs`.\nEach figure is the median (min–max) of alternating runs, baseline and xtask side by side in the\nsame run; the ratio is xtask / baseline. Regenerate with `cargo xtask bench all --write-docs`.\n");
+    let old = std::fs::read_to_string(sh.path("docs/benchmarks.md")).unwrap_or_default();
+    let old_section = |name: &str| {
+        old.split("\n## ")
+            .skip(1)
+            .find(|s| s.lines().next() == Some(name))
+            .map(|s| format!("\n## {}\n", s.trim_end()))
+    };
     for name in NAMES {
         let Ok(text) = std::fs::read_to_string(sh.path(format!("target/bench/{name}.json"))) else {
+            // Not measured this time: the figures on record stay.
+            if let Some(section) = old_section(name) {
+                md.push_str(&section);
+            }
             continue;
         };
         let v: Value = serde_json::from_str(&text)?;
@@ -183,7 +194,6 @@ pub fn write_docs(sh: &Ctx) -> Result<()> {
         }
     }
     // Sections measured by other tools (the observer's own `python3 -m observer.bench`) are kept.
-    let old = std::fs::read_to_string(sh.path("docs/benchmarks.md")).unwrap_or_default();
     for section in old.split("\n## ").skip(1) {
         let name = section.lines().next().unwrap_or("");
         if !NAMES.contains(&name) {
