@@ -492,13 +492,12 @@ fn execute_step(
                     },
                 )
             })?;
-            let on = m
-                .delta
-                .parent
-                .as_ref()
-                .map(|p| format!(", incremental on {p}"))
-                .unwrap_or_default();
-            eprintln!("    snapshot {} ({} bytes{on})", m.id, m.archive.size);
+            eprintln!(
+                "    snapshot {} ({} bytes{})",
+                m.id,
+                m.archive.size,
+                m.incremental_note()
+            );
             run.snapshot = Some(m.id);
         }
         "candidate" => {

@@ -174,12 +174,7 @@ pub fn create_by(
                         return stream::write_manifest(x, env, server, made);
                     }
                     Err(e) => {
-                        let _ = x.run(&Step::remote(
-                            "snapshot-cleanup",
-                            "Remove the partial snapshot",
-                            server,
-                            ss::remove_partial(env, &partial),
-                        ));
+                        stream::remove_partial(x, env, server, &partial);
                         eprintln!("    warning: the incremental snapshot failed ({e:#}): taking a full one");
                     }
                 }
@@ -202,12 +197,7 @@ pub fn create_by(
     let rb = match made {
         Ok(rb) => rb,
         Err(e) => {
-            let _ = x.run(&Step::remote(
-                "snapshot-cleanup",
-                "Remove the partial snapshot",
-                server,
-                ss::remove_partial(env, &partial),
-            ));
+            stream::remove_partial(x, env, server, &partial);
             return Err(fail(format!(
                 "snapshot failed, the partial file was removed: {e:#}"
             )));
@@ -256,12 +246,13 @@ pub fn verify(
             }
             Route::Stream(_) => check_stream(x, env, server, c, None)?,
             Route::Server => {
-                let rb = read_back(x, env, server, &c.archive.file)?;
-                compare(c, &rb).map_err(|e| {
+                let checked =
+                    read_back(x, env, server, &c.archive.file).and_then(|rb| compare(c, &rb));
+                checked.map_err(|e| {
                     if c.id == m.id {
                         e
                     } else {
-                        fail(format!("{e:#} (in {}, a parent of {})", c.id, m.id))
+                        fail(format!("{e:#}\n(in {}, a parent of {})", c.id, m.id))
                     }
                 })?;
             }

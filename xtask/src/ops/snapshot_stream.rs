@@ -254,12 +254,7 @@ pub fn create(
             let _ = src.kill();
             let _ = dst.kill();
             let _ = dst.wait();
-            let _ = x.run(&Step::remote(
-                "snapshot-cleanup",
-                "Remove the partial snapshot",
-                server,
-                ss::remove_partial(env, &partial),
-            ));
+            remove_partial(x, env, server, &partial);
             return Err(fail(format!(
                 "snapshot failed, the partial file was removed: {e:#}"
             )));
@@ -287,6 +282,17 @@ pub fn create(
         state: None,
     };
     write_manifest(x, env, server, made)
+}
+
+/// Removes the partial archive after a failure (best effort: a failure to remove it is left to
+/// `snapshot prune`, which removes partial files idle for the lock TTL).
+pub fn remove_partial(x: &mut Executor, env: &Env, server: &str, partial: &str) {
+    let _ = x.run(&Step::remote(
+        "snapshot-cleanup",
+        "Remove the partial snapshot",
+        server,
+        ss::remove_partial(env, partial),
+    ));
 }
 
 /// What a snapshot's manifest records, however it was made.

@@ -58,6 +58,17 @@ pub struct Manifest {
     pub state: Option<Vec<FileState>>,
 }
 
+impl Manifest {
+    /// `, incremental on PARENT` for an incremental snapshot, else empty (for messages).
+    pub fn incremental_note(&self) -> String {
+        self.delta
+            .parent
+            .as_ref()
+            .map(|p| format!(", incremental on {p}"))
+            .unwrap_or_default()
+    }
+}
+
 /// The incremental part of a manifest (`server::snapshot_delta`, issue 13 item 2). A snapshot
 /// with a `parent` restores as: its chain's full snapshot, then each delta in order — paths in
 /// `removed` deleted, the archive extracted, each of `appends` concatenated onto its file.

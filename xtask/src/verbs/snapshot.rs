@@ -147,18 +147,13 @@ impl Snapshot {
                         serde_json::json!({"id": m.id, "size": m.archive.size, "sha256": m.archive.sha256, "entries": m.entries.len(), "version": m.version, "parent": m.delta.parent, "appends": m.delta.appends.len()})
                     );
                 } else {
-                    let on = m
-                        .delta
-                        .parent
-                        .as_ref()
-                        .map(|p| format!(", incremental on {p}"))
-                        .unwrap_or_default();
                     println!(
-                        "snapshot {} ({} bytes, {} entries, sha256 {}{on})",
+                        "snapshot {} ({} bytes, {} entries, sha256 {}{})",
                         m.id,
                         m.archive.size,
                         m.entries.len(),
-                        m.archive.sha256
+                        m.archive.sha256,
+                        m.incremental_note()
                     );
                 }
             }
