@@ -152,9 +152,8 @@ pub fn create_by(
         return stream::create(x, env, server, &id, version, no_logs, access);
     }
     let partial = format!("{id}.tar.zst.partial");
-    let scanned = delta::scan(x, env, server, no_logs);
+    let (scanned, valid) = delta::scan(x, env, server, no_logs, incremental);
     if let (true, Some(scanned)) = (incremental, &scanned) {
-        let valid = delta::valid_manifests(x, env, server).unwrap_or_default();
         match delta::choose_parent(&valid, &env.name, no_logs) {
             Some(parent) => {
                 match delta::create(x, env, server, parent, scanned, &partial, access) {

@@ -4,7 +4,7 @@
 //! stores only what changed; with no such parent, or when anything in the incremental path
 //! fails, it is a full snapshot (said aloud). `verify` and `restore` read the whole chain.
 
-use super::snapshot_stream::{read_back, read_manifest};
+use super::snapshot_stream::read_manifest;
 use crate::config::Env;
 use crate::core::exit::fail;
 use crate::plan::{Executor, Step};
@@ -14,45 +14,36 @@ use crate::server::snapshot::{
 use crate::server::snapshot_delta as sd;
 use anyhow::{Context, Result};
 
-/// Scans the deploy root ([`sd::scan`]); `None` (with a note) when the scan fails or cannot be
-/// parsed: the snapshot then records no state and the next one is full.
-pub fn scan(x: &mut Executor, env: &Env, server: &str, no_logs: bool) -> Option<Vec<sd::Scanned>> {
+/// Scans the deploy root ([`sd::scan`]) and, with `parents`, reads the snapshots' manifests in
+/// the same round trip. The scan is `None` (with a note) when it fails or cannot be parsed: the
+/// snapshot then records no state and the next one is full. The manifests are the complete
+/// snapshots whose archive has the recorded size (`snapshot list`'s "valid"), oldest first.
+pub fn scan(
+    x: &mut Executor,
+    env: &Env,
+    server: &str,
+    no_logs: bool,
+    parents: bool,
+) -> (Option<Vec<sd::Scanned>>, Vec<Manifest>) {
     let step = Step::remote(
         "snapshot-scan",
-        "List the deploy root's paths (kind, size, mtime, inode)",
+        if parents {
+            "List the deploy root's paths (kind, size, mtime, inode) and the snapshots' manifests"
+        } else {
+            "List the deploy root's paths (kind, size, mtime, inode)"
+        },
         server,
-        sd::scan(env, no_logs),
+        sd::scan(env, no_logs, parents),
     )
     .read_only();
     let out = match x.exec(&step) {
-        Ok(o) if o.ok => o,
-        _ => {
+        Ok(o) => o,
+        Err(_) => {
             eprintln!("    note: the deploy root could not be scanned: the next snapshot is full");
-            return None;
+            return (None, Vec::new());
         }
     };
-    match sd::parse_scan(&out.stdout) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            eprintln!("    note: {e:#}: the next snapshot is full");
-            None
-        }
-    }
-}
-
-/// The complete snapshots of the backups folder whose manifest parses and whose archive has the
-/// recorded size (`snapshot list`'s "valid"), oldest first.
-pub fn valid_manifests(x: &mut Executor, env: &Env, server: &str) -> Result<Vec<Manifest>> {
-    let out = x.run(
-        &Step::remote(
-            "snapshot-parents",
-            "Read the snapshots' manifests",
-            server,
-            ss::list(env),
-        )
-        .read_only(),
-    )?;
-    let mut v: Vec<Manifest> = out
+    let mut valid: Vec<Manifest> = out
         .stdout
         .lines()
         .filter_map(|l| {
@@ -62,8 +53,18 @@ pub fn valid_manifests(x: &mut Executor, env: &Env, server: &str) -> Result<Vec<
             (tag == "M" && m.archive.size == size).then_some(m)
         })
         .collect();
-    v.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(v)
+    valid.sort_by(|a, b| a.id.cmp(&b.id));
+    if !out.ok {
+        eprintln!("    note: the deploy root could not be scanned: the next snapshot is full");
+        return (None, valid);
+    }
+    match sd::parse_scan(&out.stdout) {
+        Ok(v) => (Some(v), valid),
+        Err(e) => {
+            eprintln!("    note: {e:#}: the next snapshot is full");
+            (None, valid)
+        }
+    }
 }
 
 /// The parent an incremental snapshot builds on: the newest of `valid` made for `env`, with the
@@ -95,7 +96,7 @@ pub fn create(
 ) -> Result<Made> {
     let before = parent.state.as_deref().unwrap_or_default();
     let plan = sd::plan(before, scanned);
-    let out = x.run(&Step::remote(
+    let out = x.exec(&Step::remote(
         "snapshot-create-delta",
         format!(
             "Archive what changed since {} ({} whole, {} appended, {} unchanged)",
@@ -117,7 +118,7 @@ pub fn create(
             offset: c.offset,
         })
         .collect();
-    let rb = read_back(x, env, server, partial)?;
+    let rb = super::snapshot_stream::reply(&out, partial, server)?;
     let state = sd::state_after(before, scanned, &rb.entries, &rb.windows, &appends);
     let tails = sd::tails_after(
         &parent.partial_tails,

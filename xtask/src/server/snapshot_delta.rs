@@ -41,11 +41,18 @@ fn dirs(no_logs: bool) -> &'static str {
     }
 }
 
-/// Prints `KIND SIZE MTIME INODE PATH` per path under the snapshot's directories (`find
-/// -printf '%y %s %T@ %i %p'`), `.deploy/lock` excluded. Exit 0 with no lines when none exists.
-pub fn scan(env: &Env, no_logs: bool) -> String {
+/// Prints `F KIND SIZE MTIME INODE PATH` per path under the snapshot's directories (`find
+/// -printf '%y %s %T@ %i %p'`), `.deploy/lock` excluded; with `parents`, first
+/// `server::snapshot::list`'s lines (the candidates for a parent), in the same round trip. Exit
+/// 0 with no `F` lines when none of the directories exists.
+pub fn scan(env: &Env, no_logs: bool, parents: bool) -> String {
+    let list = if parents {
+        format!("( {} ); ", super::snapshot::list(env))
+    } else {
+        String::new()
+    };
     format!(
-        "cd {r} && set -- && for d in {d}; do [ -e \"$d\" ] && set -- \"$@\" \"$d\"; done; [ $# -eq 0 ] || find \"$@\" -path .deploy/lock -prune -o -printf '%y %s %T@ %i %p\\n'",
+        "{list}cd {r} && set -- && for d in {d}; do [ -e \"$d\" ] && set -- \"$@\" \"$d\"; done; [ $# -eq 0 ] || find \"$@\" -path .deploy/lock -prune -o -printf 'F %y %s %T@ %i %p\\n'",
         r = q(&env.remote_dir),
         d = dirs(no_logs)
     )
@@ -61,11 +68,11 @@ pub struct Scanned {
     pub path: String,
 }
 
-/// Parses [`scan`]'s output. Errors on a malformed line or a path with a control character (a
-/// newline in a name would make the listing ambiguous): the caller then takes a full snapshot.
+/// Parses [`scan`]'s `F` lines. Errors on a malformed line or a path with a control character
+/// (a newline in a name would make the listing ambiguous): the caller then takes a full snapshot.
 pub fn parse_scan(out: &str) -> Result<Vec<Scanned>> {
     let mut v = Vec::new();
-    for l in out.lines().filter(|l| !l.is_empty()) {
+    for l in out.lines().filter_map(|l| l.strip_prefix("F ")) {
         let mut w = l.splitn(5, ' ');
         let mut next = || {
             w.next()
@@ -153,7 +160,9 @@ pub fn plan(parent: &[FileState], now: &[Scanned]) -> Plan {
 /// Writes `<backups>/<partial>`: the plan's whole paths (`--no-recursion`) and, for each
 /// candidate whose window still hashes as recorded, its bytes from `offset` on as
 /// `.xtask-append/<path>` (a candidate that fails the check is archived whole). Prints `append
-/// PATH` or `whole PATH` per candidate. The part that reads the deploy root (the checks, the
+/// PATH` or `whole PATH` per candidate, then the partial file's read-back
+/// (`snapshot_remote::read_back`'s reply, in the same round trip). The part that reads the
+/// deploy root (the checks, the
 /// copies into a working folder of the backups folder, `tar -c`) runs as `access` says (through
 /// a container for a non-root deploy user: the image user's files may be unreadable to others);
 /// zstd and the partial file stay the deploy user's. Any failed stage removes the partial file
@@ -189,10 +198,11 @@ pub fn create(env: &Env, p: &Plan, partial: &str, access: &Access) -> String {
         &format!("-c {} sh {}", q(&inner), q(&env.backups_dir)),
     );
     format!(
-        "{OK_FN}; cd {r} && mkdir -p {b} && p={b}/{pt} && t=$(mktemp -d) || exit 1; trap 'rm -rf \"$t\"' EXIT; exec 4>&1; st=$( {{ {{ {runner} 2> \"$t/log\"; echo \"t$?\" >&3; }} | {{ zstd -q -T0 -3 > \"$p\"; echo \"z$?\" >&3; }}; }} 3>&1 >&4 | tr '\\n' ' '); grep -E '^(append|whole) ' \"$t/log\"; grep -vE '^(append|whole) ' \"$t/log\" >&2; if ok z0 && {{ ok t0 || ok t1; }}; then exit 0; fi; rm -f \"$p\"; echo \"writing the incremental snapshot failed (tar, zstd: $st)\" >&2; exit 1",
+        "{OK_FN}; cd {r} && mkdir -p {b} && p={b}/{pt} && t=$(mktemp -d) || exit 1; trap 'rm -rf \"$t\"' EXIT; exec 4>&1; st=$( {{ {{ {runner} 2> \"$t/log\"; echo \"t$?\" >&3; }} | {{ zstd -q -T0 -3 > \"$p\"; echo \"z$?\" >&3; }}; }} 3>&1 >&4 | tr '\\n' ' '); grep -E '^(append|whole) ' \"$t/log\"; grep -vE '^(append|whole) ' \"$t/log\" >&2; if ok z0 && {{ ok t0 || ok t1; }}; then ( {rb} ); exit $?; fi; rm -f \"$p\"; echo \"writing the incremental snapshot failed (tar, zstd: $st)\" >&2; exit 1",
         r = q(&env.remote_dir),
         b = q(&env.backups_dir),
         pt = q(partial),
+        rb = super::snapshot_remote::read_back(env, partial),
     )
 }
 
@@ -410,10 +420,12 @@ mod tests {
 
     #[test]
     fn the_scan_parses_and_refuses_ambiguous_names() {
-        let v = parse_scan("d 4096 1.5 7 config\nf 10 2.25 8 config/a b.jsonl\n").unwrap();
+        let v = parse_scan("M x 1 {}\nF d 4096 1.5 7 config\nF f 10 2.25 8 config/a b.jsonl\n")
+            .unwrap();
+        assert_eq!(v.len(), 2);
         assert_eq!(v[1], sc("config/a b.jsonl", "f", 10, "2.25", 8));
-        assert!(parse_scan("f 10 2.25 8 config/a\tb\n").is_err());
-        assert!(parse_scan("f ten 2.25 8 config/a\n").is_err());
+        assert!(parse_scan("F f 10 2.25 8 config/a\tb\n").is_err());
+        assert!(parse_scan("F f ten 2.25 8 config/a\n").is_err());
         assert!(parse_scan("").unwrap().is_empty());
     }
 

@@ -173,7 +173,7 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
                 &ctr,
             ),
         ),
-        ("snapshot-scan", snapshot_delta::scan(&e, false)),
+        ("snapshot-scan", snapshot_delta::scan(&e, false, true)),
         (
             "snapshot-create-delta",
             snapshot_delta::create(

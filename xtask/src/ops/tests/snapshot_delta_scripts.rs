@@ -56,7 +56,7 @@ fn a_delta_on_a_full_snapshot_restores_the_live_tree() {
         out
     };
     // The full snapshot: its state from the scan and its own reply.
-    let scanned = sd::parse_scan(&run(sd::scan(&env, false))).unwrap();
+    let scanned = sd::parse_scan(&run(sd::scan(&env, false, true))).unwrap();
     let full_reply = run(sr::create(
         &env,
         false,
@@ -77,7 +77,7 @@ fn a_delta_on_a_full_snapshot_restores_the_live_tree() {
         "set -e; cd {r}; printf '00}}\\n{{\"seq\":301}}\\n{{\"seq\":30' >> config/observer/observer.jsonl; head -c 8192 /dev/zero | tr '\\0' B | dd of=data/rw conv=notrunc status=none; rm logs/old.log; mkdir data/new; echo n > data/new/file"
     );
     assert!(sh(&change).0);
-    let scanned = sd::parse_scan(&run(sd::scan(&env, false))).unwrap();
+    let scanned = sd::parse_scan(&run(sd::scan(&env, false, true))).unwrap();
     let plan = sd::plan(&state0, &scanned);
     assert_eq!(plan.unchanged, vec!["data/big", ".deploy/last_good_tag"]);
     assert_eq!(plan.removed, vec!["logs/old.log"]);
@@ -101,6 +101,8 @@ fn a_delta_on_a_full_snapshot_restores_the_live_tree() {
         })
         .collect();
     let rb1 = sr::parse_read_back(&run(sr::read_back(&env, "D.tar.zst"))).unwrap();
+    // The create's own reply (its read-back, in the same round trip) is the same.
+    assert_eq!(sr::parse_read_back(&out).ok(), Some(rb1.clone()), "{out}");
     let paths: Vec<&str> = rb1.entries.iter().map(|e| e.path.as_str()).collect();
     assert!(paths.contains(&".xtask-append/config/observer/observer.jsonl"));
     assert!(paths.contains(&"data/rw") && paths.contains(&"data/new/file"));
