@@ -198,7 +198,7 @@ pub fn create(env: &Env, p: &Plan, partial: &str, access: &Access) -> String {
         &format!("-c {} sh {}", q(&inner), q(&env.backups_dir)),
     );
     format!(
-        "{OK_FN}; cd {r} && mkdir -p {b} && p={b}/{pt} && t=$(mktemp -d) || exit 1; trap 'rm -rf \"$t\"' EXIT; exec 4>&1; st=$( {{ {{ {runner} 2> \"$t/log\"; echo \"t$?\" >&3; }} | {{ zstd -q -T0 -3 > \"$p\"; echo \"z$?\" >&3; }}; }} 3>&1 >&4 | tr '\\n' ' '); grep -E '^(append|whole) ' \"$t/log\"; grep -vE '^(append|whole) ' \"$t/log\" >&2; if ok z0 && {{ ok t0 || ok t1; }}; then ( {rb} ); exit $?; fi; rm -f \"$p\"; echo \"writing the incremental snapshot failed (tar, zstd: $st)\" >&2; exit 1",
+        "{OK_FN}; cd {r} && mkdir -p {b} && p={b}/{pt} && t=$(mktemp -d) || exit 1; trap 'rm -rf \"$t\"' EXIT; exec 4>&1; st=$( {{ {{ {runner} 2> \"$t/log\"; echo \"t$?\" >&3; }} | {{ zstd -q -T0 -3 > \"$p\"; echo \"z$?\" >&3; }}; }} 3>&1 >&4 | tr '\\n' ' '); grep -E '^(append|whole) ' \"$t/log\"; grep -vE '^(append|whole) ' \"$t/log\" >&2; if ok z0 && {{ ok t0 || ok t1; }}; then rm -rf \"$t\"; {rb}; fi; rm -f \"$p\"; echo \"writing the incremental snapshot failed (tar, zstd: $st)\" >&2; exit 1",
         r = q(&env.remote_dir),
         b = q(&env.backups_dir),
         pt = q(partial),

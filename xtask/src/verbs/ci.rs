@@ -140,7 +140,9 @@ impl Ci {
             step(
                 sh,
                 "shellcheck -s sh (generated remote scripts)",
-                cmd!(sh, "{shellcheck} -s sh -e SC2016 {golden...}"),
+                // SC2016: `$` in single quotes is meant for the remote shell; SC1003: a quote
+                // inside a name, quoted again for a nested `sh -c`, is `'\''` by design.
+                cmd!(sh, "{shellcheck} -s sh -e SC2016,SC1003 {golden...}"),
             )?;
         }
         let check = bin.join("check-jsonschema");
