@@ -166,11 +166,35 @@ pub fn snapshot_round_trip_verify_restore() {
     let _ = std::fs::remove_dir_all(&dl);
     let r = c.xtask(&["snapshot", "prune", "--keep", "1", "--env", "sandbox"]);
     assert_eq!(r.code, 0, "{}", r.all());
-    let valid: Vec<_> = snapshot_ids()
-        .into_iter()
-        .filter(|(_, s)| s == "valid")
+    // `--keep 1` keeps the newest snapshot and, when it is incremental, the
+    // parents it is restored from; nothing else that is valid stays.
+    let r = c.xtask(&["snapshot", "list", "--env", "sandbox", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    let valid: Vec<&serde_json::Value> = listed.iter().filter(|s| s["state"] == "valid").collect();
+    let newest = valid
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .max()
+        .unwrap();
+    let mut chain = vec![newest.to_string()];
+    while let Some(p) = valid
+        .iter()
+        .find(|s| s["id"] == chain.last().unwrap().as_str())
+        .and_then(|s| s["parent"].as_str())
+    {
+        chain.push(p.to_string());
+    }
+    let mut kept: Vec<String> = valid
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(valid.len(), 1);
+    kept.sort();
+    chain.sort();
+    assert_eq!(
+        kept, chain,
+        "prune --keep 1 keeps the newest and its ancestors only"
+    );
     assert_no_secret(&[&token()]);
 }
 
