@@ -70,6 +70,25 @@ pub struct EnvConfig {
     /// (`KIS_API_KEY`, `KIS_API_SECRET`), or none for a sandbox.
     #[serde(default)]
     pub secrets: Option<Vec<String>>,
+    /// What runs the observer: `compose` (one server, the handoff of issue 11; the default) or
+    /// `swarm` (the one server is a Swarm manager; `docker stack deploy`, issue 14).
+    #[serde(default)]
+    pub engine: Engine,
+    /// Swarm only: the node label key pinning the observer (`node.labels.<key> == true`; default
+    /// `observer`).
+    #[serde(default)]
+    pub placement_label: Option<String>,
+}
+
+/// The orchestrator of an environment (`engine` in deployment_config.json).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Compose on one server (the handoff deploy).
+    #[default]
+    Compose,
+    /// A Docker Swarm stack driven through its manager.
+    Swarm,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,6 +206,23 @@ impl EnvConfig {
             "a branch name",
         )?;
         check(!self.servers.is_empty(), "servers", "at least one server")?;
+        check(
+            self.engine == Engine::Compose || self.servers.len() == 1,
+            "servers",
+            "exactly one server with \"engine\": \"swarm\" (the manager)",
+        )?;
+        if let Some(l) = &self.placement_label {
+            check(
+                self.engine == Engine::Swarm,
+                "placement_label",
+                "only with \"engine\": \"swarm\"",
+            )?;
+            check(
+                charset(l, b"._-") && !l.starts_with('-'),
+                "placement_label",
+                "a node label key of [A-Za-z0-9._-]",
+            )?;
+        }
         for (i, s) in self.servers.iter().enumerate() {
             check(
                 charset(&s.name, b"._-"),
@@ -268,6 +304,14 @@ pub struct Env {
 }
 
 impl Env {
+    /// Whether a Swarm runs the observer here (`engine: swarm`).
+    pub fn is_swarm(&self) -> bool {
+        self.cfg.engine == Engine::Swarm
+    }
+    /// The Swarm placement label key (`placement_label`, default `observer`).
+    pub fn placement_label(&self) -> &str {
+        self.cfg.placement_label.as_deref().unwrap_or("observer")
+    }
     /// `<registry>/<path>:<tag>`.
     pub fn image(&self, tag: &str) -> String {
         format!("{}:{tag}", self.repo())
@@ -400,6 +444,22 @@ fn apply_sandbox(sh: &Ctx, env: &mut Env) -> Result<()> {
     env.remote_dir = p.server().join("observer").display().to_string();
     env.backups_dir = p.server().join("backups").display().to_string();
     env.cfg.base_image = st.base_image.clone();
+    if env.is_swarm() {
+        // The swarm sandbox's manager (`sandbox up --swarm`): its sshd, its deploy root.
+        let sw = st.swarm.as_ref().ok_or_else(|| {
+            fail(format!(
+                "{}: the swarm sandbox is not up: run `cargo xtask sandbox up --swarm` first",
+                env.name
+            ))
+        })?;
+        for s in &mut env.servers {
+            s.host = sw.ssh_host.clone();
+            s.port = sw.ssh_port;
+        }
+        env.remote_dir = p.swarm().join("server/observer").display().to_string();
+        env.backups_dir = p.swarm().join("server/backups").display().to_string();
+        return Ok(());
+    }
     if env_nonempty(sandbox_state::NONROOT_VAR).is_some() {
         // The sandbox's non-root deploy user (issue 13 item 3), with its own deploy root.
         if st.deploy_user.is_empty() {

@@ -46,6 +46,55 @@ pub struct State {
     /// Whether `up` created that user (so `down` removes it).
     #[serde(default)]
     pub deploy_user_created: bool,
+    /// The swarm sandbox (`sandbox up --swarm`), when it is up.
+    #[serde(default)]
+    pub swarm: Option<SwarmState>,
+}
+
+/// One engine of the swarm sandbox.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct SwarmNode {
+    /// `xtsw-m1`, `xtsw-w1`, `xtsw-w2`: the network namespace, the hostname, the node's hostname.
+    pub name: String,
+    /// Its address on the sandbox bridge (`10.213.0.11`…).
+    pub addr: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    /// Its engine's unix socket (absolute path).
+    pub socket: String,
+    pub dockerd_pid: Option<u32>,
+    /// Its engine's `--data-root` (named volumes under `<data_root>/volumes/`).
+    pub data_root: String,
+    /// The node labels `up` set (`observer=true` on the workers).
+    pub labels: Vec<String>,
+}
+
+/// The swarm sandbox: three engines in network namespaces on one bridge.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct SwarmState {
+    /// The bridge in the root namespace (`xtsw0`).
+    pub bridge: String,
+    /// The bridge's address (`10.213.0.1`).
+    pub gateway: String,
+    pub nodes: Vec<SwarmNode>,
+    /// The manager's sshd address and port.
+    pub ssh_host: String,
+    pub ssh_port: u16,
+    pub sshd_pid: Option<u32>,
+    /// The socat forwarders (registry, token service).
+    pub forward_pids: Vec<u32>,
+    /// The placement label key (value `true`).
+    pub label: String,
+}
+
+impl SwarmState {
+    /// The manager node (the first with role `manager`; the first node otherwise).
+    pub fn manager(&self) -> &SwarmNode {
+        self.nodes
+            .iter()
+            .find(|n| n.role == "manager")
+            .unwrap_or(&self.nodes[0])
+    }
 }
 
 impl State {
@@ -99,6 +148,10 @@ impl Paths {
     }
     pub fn git_remote(&self) -> PathBuf {
         self.root.join("git/observer.git")
+    }
+    /// The swarm sandbox's files (engines' data roots, logs, the manager's deploy root).
+    pub fn swarm(&self) -> PathBuf {
+        self.root.join("swarm")
     }
     pub fn server(&self) -> PathBuf {
         self.root.join("server")

@@ -12,6 +12,7 @@ pub mod snapshot;
 pub mod snapshot_delta;
 pub mod snapshot_stream;
 pub mod steps;
+pub mod swarm;
 
 use crate::config::{Env, Server};
 use crate::core::exit::fail;

@@ -121,25 +121,30 @@ pub fn deploy<'a>(
 ) -> Result<()> {
     let t0 = Instant::now();
     let creds = registry::credentials(sh, env);
+    let digest = verify(sh, env, version, o, &mut x)?;
+    let result = rollout(sh, env, version, &digest, o, &mut x, creds.as_ref());
+    finish(sh, env, version, &digest, o, &x, t0, result)
+}
+
+/// The `verify` step: `version`'s digest in the registry, checked against the digest recorded in
+/// its annotated git tag (`provenance`). Returns the digest.
+pub fn verify(sh: &Ctx, env: &Env, version: &str, o: &Options, x: &mut Executor) -> Result<String> {
     let image = env.image(version);
-    let server = env.servers[0].name.clone();
-    let st = Steps::new(env, &server);
-    let digest = x.step_of(&st.verify(version), |_| {
+    let st = Steps::new(env, &env.servers[0].name);
+    x.step_of(&st.verify(version), |_| {
         let mut client = Client::new(sh, env);
         let d = client
             .digest(env.repo_path(), version)?
             .ok_or_else(|| fail(format!("{image} is not in the registry: release it first (`cargo xtask release {version} --env {}`)", env.name)))?;
         super::provenance::verify(sh, env, version, &d, o.allow_unverified, &mut client)?;
         Ok(d)
-    })?;
-    let result = rollout(sh, env, version, &digest, o, &mut x, creds.as_ref());
-    finish(sh, env, version, &digest, o, &x, t0, result)
+    })
 }
 
 /// Reports a rollout's verdict (summary, `--json`, GitHub step summary) and turns it into the
 /// command's result.
 #[allow(clippy::too_many_arguments)]
-fn finish(
+pub(super) fn finish(
     sh: &Ctx,
     env: &Env,
     version: &str,

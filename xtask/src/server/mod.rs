@@ -12,6 +12,7 @@ pub mod probe;
 pub mod snapshot;
 pub mod snapshot_delta;
 pub mod snapshot_remote;
+pub mod swarm;
 
 #[cfg(test)]
 mod tests;

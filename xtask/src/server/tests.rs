@@ -27,6 +27,26 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
     };
     vec![
         ("probe", probe::script(&e)),
+        ("swarm-probe", swarm::probe(&e)),
+        ("swarm-status", swarm::status(&e)),
+        ("swarm-pause", swarm::pause_others(&e, "0123456789abcdef")),
+        ("swarm-resume", swarm::resume_paused(&e)),
+        ("swarm-deploy-login", swarm::deploy(&e, true)),
+        ("swarm-deploy", swarm::deploy(&e, false)),
+        (
+            "swarm-watch",
+            swarm::watch(
+                &swarm::pinned(&e, "sha256:0123"),
+                "1764800000000000000",
+                200,
+            ),
+        ),
+        (
+            "swarm-soak",
+            swarm::soak(&swarm::pinned(&e, "sha256:0123"), 10),
+        ),
+        ("swarm-rollback", swarm::rollback()),
+        ("swarm-logs", swarm::logs()),
         ("status", probe::status_script(&e)),
         ("remote-checks", probe::remote_checks_script(&e)),
         ("lock-acquire", lock::acquire(&e)),

@@ -394,6 +394,22 @@ fn remote_checks(sh: &Ctx, env: &Env, r: &mut Report) {
             return;
         }
     };
+    if env.is_swarm() {
+        match ops::swarm::remote_checks(env, &mut x) {
+            Ok(rows) => {
+                r.ok("remote ssh", format!("{}@{}", server.user, server.host));
+                for (name, ok, detail) in rows {
+                    if ok {
+                        r.ok(name, detail);
+                    } else {
+                        r.fail(name, detail);
+                    }
+                }
+            }
+            Err(e) => r.fail("remote ssh", format!("{e:#}")),
+        }
+        return;
+    }
     let step = Step::remote(
         "remote-check",
         "Remote checks",

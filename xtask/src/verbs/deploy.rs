@@ -79,8 +79,22 @@ impl Deploy {
             allow_downgrade: self.allow_downgrade,
             allow_unverified: self.allow_unverified,
         };
+        if env.is_swarm() {
+            if self.strategy == rollout::Strategy::Recreate || self.no_rollback {
+                return Err(usage(format!(
+                    "{}: a swarm updates start-first and rolls back on failure (engine: swarm); --strategy recreate and --no-rollback apply to compose environments only",
+                    env.name
+                )));
+            }
+            if !self.no_snapshot {
+                eprintln!("note: {}: no pre-deploy snapshot on a swarm (the archive lives in the running node's volume; see README \"Docker Swarm\")", env.name);
+            }
+        }
         let (mut x, server) = ops::connect(sh, &env, o.dry_run)?;
         secrets::check_kept(&mut x, &env, &server.name)?;
+        if env.is_swarm() {
+            return ops::swarm::deploy(sh, &env, &version, &o, x);
+        }
         rollout::deploy(sh, &env, &version, &o, x)
     }
 }

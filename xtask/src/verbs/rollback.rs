@@ -49,6 +49,15 @@ impl Rollback {
         // The history is read over the same connection the deploy then uses.
         let (mut x, server) = ops::connect(sh, &env, self.dry_run)?;
         secrets::check_kept(&mut x, &env, &server.name)?;
+        if env.is_swarm() {
+            if self.restore {
+                return Err(crate::core::exit::usage(format!(
+                    "{}: --restore applies to compose environments (a swarm's archive lives in the running node's volume)",
+                    env.name
+                )));
+            }
+            return swarm_rollback(sh, &env, self.to, self.dry_run, self.allow_unverified, x);
+        }
         if self.restore {
             let (running, hist) = ops::running_and_history(&mut x, &env, &server.name)?;
             // The same rule the snapshot prune protects (`ops::prune`, issue 12).
@@ -92,4 +101,44 @@ impl Rollback {
         };
         rollout::deploy(sh, &env, &target, &o, x)
     }
+}
+
+/// A swarm's rollback: the last good version before the running one (or `--to`), by its recorded
+/// digest, through the same Swarm rollout (`ops::swarm`).
+fn swarm_rollback<'a>(
+    sh: &'a Ctx,
+    env: &'a config::Env,
+    to: Option<String>,
+    dry_run: bool,
+    allow_unverified: bool,
+    mut x: crate::plan::Executor<'a>,
+) -> Result<()> {
+    let server = env.servers[0].name.clone();
+    let target = match to {
+        Some(v) => v,
+        None => {
+            let st = ops::swarm::SwarmSteps::new(env, &server);
+            let running = ops::swarm::running_version(&ops::swarm::probe(&mut x, &st)?);
+            let hist = ops::read_history(&mut x, &server, env, 200)?;
+            hist.iter()
+                .rev()
+                .filter(|r| r.outcome == Outcome::Success)
+                .map(|r| r.version.as_str())
+                .find(|v| !v.is_empty() && *v != running)
+                .map(|s| s.to_string())
+                .ok_or_else(|| fail(format!("no earlier good version in the history (running: {running}); pass --to VERSION")))?
+        }
+    };
+    eprintln!("rollback to {target}");
+    let o = rollout::Options {
+        strategy: rollout::Strategy::Handoff,
+        rollback: false,
+        no_snapshot: true,
+        dry_run,
+        json: false,
+        kind: "rollback",
+        allow_downgrade: true,
+        allow_unverified,
+    };
+    ops::swarm::deploy(sh, env, &target, &o, x)
 }

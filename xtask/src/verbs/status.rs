@@ -24,6 +24,9 @@ impl Status {
         let file = config::load(sh)?;
         let env = config::environment(sh, &file, &self.env)?;
         let (mut x, server) = ops::connect(sh, &env, false)?;
+        if env.is_swarm() {
+            return ops::swarm::status(sh, &env, &mut x, self.json);
+        }
         let out = x.run(
             &Step::remote("status", "Status", &server.name, probe::status_script(&env)).read_only(),
         )?;

@@ -1,0 +1,2 @@
+# golden: server builder `swarm-deploy-login` (see server/tests.rs)
+cd '/srv/obs dir/it'\''s' && d=$(mktemp -d) && export DOCKER_CONFIG="$d" && read -r u && docker login --username "$u" --password-stdin 127.0.0.1:5000 >/dev/null && env -i PATH="$PATH" HOME="$HOME" ${DOCKER_CONFIG:+DOCKER_CONFIG="$DOCKER_CONFIG"} docker stack deploy --with-registry-auth --resolve-image never -c observer-stack.yml observer; rc=$?; rm -rf "$d"; unset DOCKER_CONFIG; exit "$rc"

@@ -1,0 +1,2 @@
+# golden: server builder `swarm-resume` (see server/tests.rs)
+docker node ls -q 2>/dev/null | xargs -r docker node inspect --format 'node|{{.ID}}|{{.Description.Hostname}}|{{.Status.State}}|{{.Spec.Availability}}|{{.Spec.Role}}|{{index .Spec.Labels "observer"}}|{{index .Spec.Labels "observer.paused-by-deploy"}}' 2>/dev/null | while IFS='|' read -r _ id host state avail role label mark; do if [ -n "$mark" ]; then docker node update --availability active --label-rm observer.paused-by-deploy "$id" >/dev/null || exit 1; echo "resumed $host"; fi; done
