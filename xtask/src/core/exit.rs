@@ -31,8 +31,10 @@ pub const DEPLOY_EXIT_CODES: &str = "Exit codes:
   0  deployed and healthy (or the version asked for already runs and is healthy)
   1  refused or failed before the running service was touched (or --no-rollback left the failed version)
   2  bad usage or an invalid version (nothing touched)
-  3  the new version failed (gate, soak or handoff); the last good version runs and is healthy
-  4  the hand-back or rollback failed too, or a first deploy failed: the service is NOT healthy
+  3  the new version failed (gate, soak or handoff; on a swarm: Swarm rolled the update back);
+     the last good version runs and is healthy
+  4  the hand-back or rollback failed too, or a first deploy failed (on a swarm: the update or
+     its rollback did not converge): the service is NOT healthy
   5  the new version runs and is healthy, but recording it (last_good_tag, history) failed:
      run the same deploy again (it verifies the running version and repairs the records)
 130  interrupted by SIGINT (143: SIGTERM): before the handoff, what this run started is removed

@@ -22,5 +22,6 @@ mod snapshot;
 mod snapshot_delta;
 mod snapshot_nonroot;
 mod snapshot_server;
+mod swarm;
 
 pub const E2E: &str = "e2e: needs the sandbox; run by `cargo xtask ci`";

@@ -25,6 +25,11 @@ pub struct Bed<'a> {
 }
 
 impl Bed<'_> {
+    /// Runs this binary with `args`: (success, stdout, seconds).
+    pub fn run(&self, args: &[&str]) -> Result<(bool, String, f64)> {
+        self.xtask(args)
+    }
+
     fn xtask(&self, args: &[&str]) -> Result<(bool, String, f64)> {
         let t = Instant::now();
         let exe = &self.exe;
@@ -32,7 +37,7 @@ impl Bed<'_> {
         Ok((out.ok, out.stdout, t.elapsed().as_secs_f64()))
     }
 
-    fn archive(&self) -> String {
+    pub fn archive(&self) -> String {
         std::fs::read_to_string(
             PathBuf::from(&self.env.remote_dir).join("config/observer/observer.jsonl"),
         )
@@ -177,17 +182,17 @@ impl Bed<'_> {
         Ok(t.elapsed().as_secs_f64())
     }
 
-    fn settle(&self) {
+    pub fn settle(&self) {
         std::thread::sleep(Duration::from_millis(if self.smoke { 800 } else { 2000 }));
     }
 }
 
 /// The bench images are pushed without a release (no annotated tag records their digest), and
 /// A and B take turns, whatever version ran before: a bench deploy allows both.
-const BENCH_IMAGES: [&str; 2] = ["--allow-unverified", "--allow-downgrade"];
-const A: &str = "v0.0.1-bench.a";
-const B: &str = "v0.0.1-bench.b";
-const BROKEN: &str = "v0.0.1-bench.broken";
+pub const BENCH_IMAGES: [&str; 2] = ["--allow-unverified", "--allow-downgrade"];
+pub const A: &str = "v0.0.1-bench.a";
+pub const B: &str = "v0.0.1-bench.b";
+pub const BROKEN: &str = "v0.0.1-bench.broken";
 
 pub fn gap(c: &Bed) -> Result<Value> {
     let (mut naive, mut recreate, mut handoff) = (Vec::new(), Vec::new(), Vec::new());
@@ -213,12 +218,41 @@ pub fn gap(c: &Bed) -> Result<Value> {
             next = if next == A { B } else { A };
         }
     }
-    Ok(json!({"rows": [
-        row("largest archive hole across a good deploy: recreate", "s", &naive, &recreate),
-        row("largest archive hole across a good deploy: handoff", "s", &naive, &handoff),
-        row("/health on the host port unavailable: recreate", "s", &port_naive, &port_recreate),
-        row("/health on the host port unavailable: handoff", "s", &port_naive, &port_handoff),
-    ],
+    let mut rows = vec![
+        row(
+            "largest archive hole across a good deploy: recreate",
+            "s",
+            &naive,
+            &recreate,
+        ),
+        row(
+            "largest archive hole across a good deploy: handoff",
+            "s",
+            &naive,
+            &handoff,
+        ),
+        row(
+            "/health on the host port unavailable: recreate",
+            "s",
+            &port_naive,
+            &port_recreate,
+        ),
+        row(
+            "/health on the host port unavailable: handoff",
+            "s",
+            &port_naive,
+            &port_handoff,
+        ),
+    ];
+    // issue 14: the same holes on the swarm sandbox, when it is up (`sandbox up --swarm`).
+    if sandbox_state::load(c.sh).is_some_and(|s| s.swarm.is_some()) {
+        rows.extend(super::swarm::gap_rows(c, &handoff)?);
+    } else {
+        eprintln!(
+            "    (the swarm sandbox is not up: no Swarm rows; `cargo xtask sandbox up --swarm`)"
+        );
+    }
+    Ok(json!({"rows": rows,
     "baseline": "ssh: compose down && compose pull && compose up -d",
     "interval_ms": c.env.cfg.interval_ms}))
 }

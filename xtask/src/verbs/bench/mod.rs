@@ -4,6 +4,7 @@
 
 mod cases;
 mod stats;
+mod swarm;
 
 use crate::config;
 use crate::core::exit::{fail, usage};
