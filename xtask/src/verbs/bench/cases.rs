@@ -218,7 +218,7 @@ pub fn gap(c: &Bed) -> Result<Value> {
             next = if next == A { B } else { A };
         }
     }
-    let mut rows = vec![
+    let rows = vec![
         row(
             "largest archive hole across a good deploy: recreate",
             "s",
@@ -244,15 +244,7 @@ pub fn gap(c: &Bed) -> Result<Value> {
             &port_handoff,
         ),
     ];
-    // issue 14: the same holes on the swarm sandbox, when it is up (`sandbox up --swarm`).
-    if sandbox_state::load(c.sh).is_some_and(|s| s.swarm.is_some()) {
-        rows.extend(super::swarm::gap_rows(c, &handoff)?);
-    } else {
-        eprintln!(
-            "    (the swarm sandbox is not up: no Swarm rows; `cargo xtask sandbox up --swarm`)"
-        );
-    }
-    Ok(json!({"rows": rows,
+    Ok(json!({"rows": rows, "handoff_holes": handoff,
     "baseline": "ssh: compose down && compose pull && compose up -d",
     "interval_ms": c.env.cfg.interval_ms}))
 }

@@ -10,6 +10,7 @@ use crate::config;
 use crate::core::exit::{fail, usage};
 use crate::core::util::now_rfc3339;
 use crate::ctx::Ctx;
+use crate::sandbox_state;
 use anyhow::Result;
 use cases::Bed;
 use clap::Args;
@@ -90,7 +91,19 @@ impl Bench {
             );
             let t = Instant::now();
             let mut v = match name {
-                "gap" => cases::gap(&c),
+                "gap" => cases::gap(&c).and_then(|mut v| {
+                    // issue 14: the same holes on the swarm sandbox, when it is up.
+                    if sandbox_state::load(sh).is_some_and(|s| s.swarm.is_some()) {
+                        let handoff: Vec<f64> = serde_json::from_value(v["handoff_holes"].take())?;
+                        let more = swarm::gap_rows(&c, &handoff)?;
+                        if let Some(rows) = v["rows"].as_array_mut() {
+                            rows.extend(more);
+                        }
+                    } else {
+                        eprintln!("    (the swarm sandbox is not up: no Swarm rows; `cargo xtask sandbox up --swarm`)");
+                    }
+                    Ok(v)
+                }),
                 "overhead" => cases::overhead(&c),
                 "rollback" => cases::rollback(&c),
                 "snapshot" => cases::snapshot(&c),
