@@ -87,15 +87,6 @@ pub struct SwarmState {
     pub label: String,
 }
 
-impl SwarmState {
-    /// The manager node (the first with role `manager`; the first node otherwise).
-    pub fn manager(&self) -> &SwarmNode {
-        self.nodes
-            .iter()
-            .find(|n| n.role == "manager")
-            .unwrap_or(&self.nodes[0])
-    }
-}
 
 impl State {
     /// `basic` or `token`.

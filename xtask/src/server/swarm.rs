@@ -380,7 +380,7 @@ pub fn resume_paused(env: &Env) -> String {
 /// reach the CLI (`env -i`): the login environment cannot change the stack.
 pub fn deploy(env: &Env, login: bool) -> String {
     let r = q(&env.remote_dir);
-    let run = format!("env -i PATH=\"$PATH\" HOME=\"$HOME\" ${{DOCKER_CONFIG:+DOCKER_CONFIG=\"$DOCKER_CONFIG\"}} docker stack deploy --with-registry-auth --resolve-image never -c {STACK_FILE} {STACK}");
+    let run = format!("env -i PATH=\"$PATH\" HOME=\"$HOME\" ${{DOCKER_HOST:+DOCKER_HOST=\"$DOCKER_HOST\"}} ${{DOCKER_CONFIG:+DOCKER_CONFIG=\"$DOCKER_CONFIG\"}} docker stack deploy --with-registry-auth --resolve-image never -c {STACK_FILE} {STACK}");
     if !login {
         return format!("cd {r} && {run}");
     }
@@ -409,7 +409,7 @@ pub fn watch(image: &str, since: &str, timeout_s: u64) -> String {
 /// reschedule). Prints `ok soak …` or `fail soak …` (exit 0 either way).
 pub fn soak(image: &str, seconds: u64) -> String {
     format!(
-        "img={img}; t() {{ docker service ps --no-trunc --filter desired-state=running --format '{{{{.ID}}}}|{{{{.CurrentState}}}}|{{{{.Image}}}}' {SERVICE} 2>/dev/null | grep \"|Running[^|]*|$img\\$\" | cut -d'|' -f1 | tr '\\n' ' '; }}; first=$(t); i=0; bad=; [ -n \"$first\" ] || bad='no task of the new image runs'; while [ -z \"$bad\" ] && [ $i -lt {seconds} ]; do sleep 1; i=$((i+1)); now=$(t); if [ \"$now\" != \"$first\" ]; then bad=\"after ${{i}}s the running tasks changed: '$now' (was '$first')\"; fi; done; if [ -z \"$bad\" ]; then echo \"ok soak task $first running for {seconds}s\"; else echo \"fail soak $bad\"; fi",
+        "img={img}; t() {{ docker service ps --no-trunc --filter desired-state=running --format '{{{{.ID}}}}|{{{{.CurrentState}}}}|{{{{.Image}}}}' {SERVICE} 2>/dev/null | grep \"|Running[^|]*|$img\\$\" | cut -d'|' -f1 | tr '\\n' ' ' | sed 's/ $//'; }}; first=$(t); i=0; bad=; [ -n \"$first\" ] || bad='no task of the new image runs'; while [ -z \"$bad\" ] && [ $i -lt {seconds} ]; do sleep 1; i=$((i+1)); now=$(t); if [ \"$now\" != \"$first\" ]; then bad=\"after ${{i}}s the running tasks changed: '$now' (was '$first')\"; fi; done; if [ -z \"$bad\" ]; then echo \"ok soak task $first running for {seconds}s\"; else echo \"fail soak $bad\"; fi",
         img = q(image),
     )
 }

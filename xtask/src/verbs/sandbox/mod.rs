@@ -6,6 +6,7 @@
 mod base_image;
 mod daemons;
 mod deploy_user;
+mod nodes;
 mod token;
 
 /// `GET path` on 127.0.0.1:`port`: the HTTP status (the bench polls `/health` with it).
@@ -42,9 +43,25 @@ enum SandboxCmd {
         /// 127.0.0.1, as GHCR answers). Switching restarts the registry (same port and storage).
         #[arg(long, value_enum, default_value_t = RegistryAuth::Basic)]
         registry_auth: RegistryAuth,
+        /// Also start the swarm sandbox: three Docker engines in network namespaces joined into
+        /// one swarm, the manager's sshd on 10.213.0.11:2222 (root; README "The swarm sandbox").
+        #[arg(long)]
+        swarm: bool,
     },
-    /// Stop what `up` started (by recorded PID) and the sandbox's observer container.
-    Down,
+    /// Stop what `up` started (by recorded PID) and the sandbox's observer container; the swarm
+    /// sandbox too.
+    Down {
+        /// Take down only the swarm sandbox.
+        #[arg(long)]
+        swarm: bool,
+    },
+    /// Stop or start one engine of the swarm sandbox (a node lost, a node back).
+    Node {
+        #[arg(value_parser = ["stop", "start"])]
+        action: String,
+        /// xtsw-m1, xtsw-w1 or xtsw-w2.
+        name: String,
+    },
     /// Say what runs and what does not.
     Status {
         #[arg(long)]
@@ -76,11 +93,31 @@ impl Sandbox {
             SandboxCmd::Up {
                 install,
                 registry_auth,
+                swarm,
             } => {
                 let ci = std::env::var("CI").as_deref() == Ok("true");
-                up_with(sh, install || ci, registry_auth).map(|_| ())
+                let mut st = up_with(sh, install || ci, registry_auth)?;
+                if swarm {
+                    nodes::up(sh, &Paths::new(sh), &mut st)?;
+                }
+                Ok(())
             }
-            SandboxCmd::Down => down(sh),
+            SandboxCmd::Down { swarm: true } => {
+                let mut st = sandbox_state::load(sh).unwrap_or_default();
+                nodes::teardown(sh, &Paths::new(sh), &mut st);
+                eprintln!("swarm sandbox: down");
+                Ok(())
+            }
+            SandboxCmd::Down { swarm: false } => down(sh),
+            SandboxCmd::Node { action, name } => {
+                let p = Paths::new(sh);
+                let mut st = sandbox_state::load(sh).unwrap_or_default();
+                if action == "stop" {
+                    nodes::node_stop(sh, &p, &mut st, &name)
+                } else {
+                    nodes::node_start(sh, &p, &mut st, &name)
+                }
+            }
             SandboxCmd::Status { json } => status(sh, json),
         }
     }
@@ -231,6 +268,10 @@ pub fn down(sh: &Ctx) -> Result<()> {
         let _ = sh.capture(cmd!(sh, "docker rm -f {candidate}"), None);
     }
     compose_down(sh, &p.server().join("observer"));
+    if st.swarm.is_some() {
+        nodes::teardown(sh, &p, &mut st);
+        eprintln!("swarm sandbox: down");
+    }
     if let Some(pid) = st.registry_pid.take() {
         daemons::stop_pid(pid, &p.registry().join("config.yml"), "registry");
     }
@@ -323,6 +364,7 @@ pub fn status(sh: &Ctx, json: bool) -> Result<()> {
             },
             "git_remote": {"present": git, "path": p.git_remote()},
             "observer": observer,
+            "swarm": {"up": st.swarm.is_some(), "state": nodes::describe(sh, &p, &st), "nodes": st.swarm.as_ref().map(|s| &s.nodes)},
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -353,6 +395,7 @@ pub fn status(sh: &Ctx, json: bool) -> Result<()> {
             "observer    {}",
             observer.unwrap_or_else(|| "no container".into())
         );
+        println!("swarm       {}", nodes::describe(sh, &p, &st));
     }
     if !(reg && sshd) {
         return Err(exit_code(

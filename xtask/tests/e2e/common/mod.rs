@@ -137,6 +137,13 @@ pub fn ensure_sandbox() {
     assert_eq!(r.code, 0, "sandbox up failed:\n{}", r.all());
 }
 
+/// The swarm sandbox (`sandbox up --swarm`: three engines in network namespaces), started when
+/// it is not running.
+pub fn ensure_swarm() {
+    let r = xtask(&repo(), &["sandbox", "up", "--swarm"], &[]);
+    assert_eq!(r.code, 0, "sandbox up --swarm failed:\n{}", r.all());
+}
+
 /// The sandbox's git remote (a bare repository standing in for `origin`).
 pub fn git_remote() -> PathBuf {
     sandbox_dir().join("git/observer.git")
