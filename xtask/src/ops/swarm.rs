@@ -305,7 +305,11 @@ fn rollout<'a>(
     let result = execute(&mut run, &st, &plan, &image);
     // Whatever happened: the nodes this run paused are resumed, the lock released.
     if run.locked {
-        if let Err(e) = run.x.run_step(&st.resume()) {
+        let resumed = run.x.run_step(&st.resume());
+        for l in resumed.iter().flat_map(|o| o.stdout.lines()) {
+            eprintln!("    {}", l.trim());
+        }
+        if let Err(e) = resumed {
             eprintln!(
                 "warning: resuming the paused nodes failed: {} — the next deploy resumes them, or by hand: docker node update --availability active --label-rm {} NODE",
                 sh.mask(&format!("{e:#}")),
@@ -472,6 +476,12 @@ fn execute(run: &mut Run, st: &SwarmSteps, plan: &Plan, image: &str) -> Result<V
                 }
             }
             "unlock" => run.unlock(),
+            "pause" | "resume" => {
+                let out = run.x.run_step(step)?;
+                for l in out.stdout.lines().filter(|l| !l.trim().is_empty()) {
+                    eprintln!("    {}", l.trim());
+                }
+            }
             _ => {
                 run.x.run_step(step)?;
             }
