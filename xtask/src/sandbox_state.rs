@@ -87,7 +87,6 @@ pub struct SwarmState {
     pub label: String,
 }
 
-
 impl State {
     /// `basic` or `token`.
     pub fn auth(&self) -> &str {

@@ -31,8 +31,9 @@ pub const VERSION_LABEL: &str = "observer.version";
 /// The node label marking a node this tool paused for an update (value: the deploy's lock id).
 pub const PAUSED_LABEL: &str = "observer.paused-by-deploy";
 /// The overlay network `/health` and `/metrics` are reached on (`observer_observer`, attachable:
-/// a Prometheus container on it scrapes `qts-observer:8000`). No host port is published:
-/// `start-first` would run two tasks wanting one host port on one node.
+/// a Prometheus container on it scrapes `qts-observer:8000`, which DNS resolves to the task's
+/// address: `endpoint_mode: dnsrr`). No host port is published: `start-first` would run two
+/// tasks wanting one host port on one node.
 pub const NETWORK: &str = "observer";
 
 /// `repo@sha256:…`: the image reference every node pulls.
@@ -132,6 +133,9 @@ pub fn stack_file(env: &Env, compose: &Value, version: &str, digest: &str) -> Re
     let monitor = format!("{}s", env.cfg.soak_s.max(5));
     let mut deploy = json!({
         "replicas": 1,
+        // DNS answers the task's own address: no IPVS virtual IP (a singleton needs no load
+        // balancer, and kernels without ip_vs, as on this machine, cannot serve one).
+        "endpoint_mode": "dnsrr",
         "labels": { VERSION_LABEL: version },
         "placement": {
             "constraints": [format!("node.labels.{} == true", env.placement_label())]
@@ -469,6 +473,7 @@ mod tests {
         assert_eq!(s["environment"]["OBSERVER_INTERVAL_MS"], "200");
         let d = &s["deploy"];
         assert_eq!(d["replicas"], 1);
+        assert_eq!(d["endpoint_mode"], "dnsrr");
         assert_eq!(d["labels"][VERSION_LABEL], "v1.2.3");
         assert_eq!(
             d["placement"]["constraints"],

@@ -23,5 +23,6 @@ mod snapshot_delta;
 mod snapshot_nonroot;
 mod snapshot_server;
 mod swarm;
+mod swarm_sandbox;
 
 pub const E2E: &str = "e2e: needs the sandbox; run by `cargo xtask ci`";
