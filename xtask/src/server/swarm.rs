@@ -362,7 +362,7 @@ pub fn parse(out: &str) -> Probe {
 /// (no task runs: nothing to keep beside).
 pub fn pause_others(env: &Env, lock_id: &str) -> String {
     format!(
-        "run=$(docker service ps --filter desired-state=running --format '{{{{.Node}}}}' {SERVICE} 2>/dev/null | head -n 1); if [ -z \"$run\" ]; then echo 'paused none'; exit 0; fi; {nodes} | while IFS='|' read -r _ id host state avail role label mark; do if [ \"$label\" = true ] && [ \"$host\" != \"$run\" ] && [ \"$avail\" = active ]; then docker node update --availability pause --label-add {mark} \"$id\" >/dev/null || exit 1; echo \"paused $host\"; fi; done",
+        "run=$(docker service ps --filter desired-state=running --format '{{{{.Node}}}}' {SERVICE} 2>/dev/null | head -n 1); if [ -z \"$run\" ]; then echo 'paused none'; exit 0; fi; {nodes} | while IFS='|' read -r _ id host _ avail _ label _; do if [ \"$label\" = true ] && [ \"$host\" != \"$run\" ] && [ \"$avail\" = active ]; then docker node update --availability pause --label-add {mark} \"$id\" >/dev/null || exit 1; echo \"paused $host\"; fi; done",
         nodes = node_lines(env),
         mark = q(&format!("{PAUSED_LABEL}={lock_id}")),
     )
@@ -373,7 +373,7 @@ pub fn pause_others(env: &Env, lock_id: &str) -> String {
 /// `resumed <hostname>` per node.
 pub fn resume_paused(env: &Env) -> String {
     format!(
-        "{nodes} | while IFS='|' read -r _ id host state avail role label mark; do if [ -n \"$mark\" ]; then docker node update --availability active --label-rm {PAUSED_LABEL} \"$id\" >/dev/null || exit 1; echo \"resumed $host\"; fi; done",
+        "{nodes} | while IFS='|' read -r _ id host _ _ _ _ mark; do if [ -n \"$mark\" ]; then docker node update --availability active --label-rm {PAUSED_LABEL} \"$id\" >/dev/null || exit 1; echo \"resumed $host\"; fi; done",
         nodes = node_lines(env),
     )
 }
