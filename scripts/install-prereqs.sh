@@ -36,6 +36,10 @@ PACKAGES=(
   python3-venv                     # target/tools/venv (linters from PyPI); pip for the plugin
   ca-certificates                  # HTTPS for pip and curl
   time                             # /usr/bin/time for the benchmarks' peak memory
+  socat                            # the swarm sandbox: the registry reached from the nodes' namespaces
+  iproute2                         # the swarm sandbox: ip netns, veth, bridge
+  iptables                         # the swarm sandbox: its DOCKER-USER rule
+  util-linux                       # nsenter, unshare, mount
 )
 
 COMPOSE_VERSION=2.22.0
