@@ -87,6 +87,16 @@ pub struct SwarmState {
     pub label: String,
 }
 
+impl SwarmState {
+    /// The manager node: the first with role `manager` (the first node when none says so).
+    pub fn manager(&self) -> &SwarmNode {
+        self.nodes
+            .iter()
+            .find(|n| n.role == "manager")
+            .unwrap_or(&self.nodes[0])
+    }
+}
+
 impl State {
     /// `basic` or `token`.
     pub fn auth(&self) -> &str {

@@ -6,7 +6,11 @@
 mod base_image;
 mod daemons;
 mod deploy_user;
-mod nodes;
+mod swarm;
+mod swarm_engine;
+mod swarm_net;
+mod swarm_sshd;
+mod swarm_status;
 mod token;
 
 /// `GET path` on 127.0.0.1:`port`: the HTTP status (the bench polls `/health` with it).
@@ -98,13 +102,13 @@ impl Sandbox {
                 let ci = std::env::var("CI").as_deref() == Ok("true");
                 let mut st = up_with(sh, install || ci, registry_auth)?;
                 if swarm {
-                    nodes::up(sh, &Paths::new(sh), &mut st)?;
+                    swarm::up(sh, &Paths::new(sh), &mut st)?;
                 }
                 Ok(())
             }
             SandboxCmd::Down { swarm: true } => {
                 let mut st = sandbox_state::load(sh).unwrap_or_default();
-                nodes::teardown(sh, &Paths::new(sh), &mut st);
+                swarm::teardown(sh, &Paths::new(sh), &mut st);
                 eprintln!("swarm sandbox: down");
                 Ok(())
             }
@@ -113,9 +117,9 @@ impl Sandbox {
                 let p = Paths::new(sh);
                 let mut st = sandbox_state::load(sh).unwrap_or_default();
                 if action == "stop" {
-                    nodes::node_stop(sh, &p, &mut st, &name)
+                    swarm::node_stop(&p, &mut st, &name)
                 } else {
-                    nodes::node_start(sh, &p, &mut st, &name)
+                    swarm::node_start(sh, &p, &mut st, &name)
                 }
             }
             SandboxCmd::Status { json } => status(sh, json),
@@ -213,6 +217,9 @@ pub fn up_with(sh: &Ctx, allow_install: bool, auth: RegistryAuth) -> Result<Stat
         let git = p.git_remote();
         sh.read(cmd!(sh, "git init --bare -q {git}"))?;
     }
+    // A running swarm sandbox follows the registry (its port, its token service) and the
+    // restarted sshd's known_hosts.
+    swarm::follow(&p, &mut st)?;
     let auth_line = match auth {
         RegistryAuth::Basic => "basic auth (htpasswd)".to_string(),
         RegistryAuth::Token => format!("token auth, token service {}", token::realm(&st)),
@@ -269,7 +276,7 @@ pub fn down(sh: &Ctx) -> Result<()> {
     }
     compose_down(sh, &p.server().join("observer"));
     if st.swarm.is_some() {
-        nodes::teardown(sh, &p, &mut st);
+        swarm::teardown(sh, &p, &mut st);
         eprintln!("swarm sandbox: down");
     }
     if let Some(pid) = st.registry_pid.take() {
@@ -364,7 +371,7 @@ pub fn status(sh: &Ctx, json: bool) -> Result<()> {
             },
             "git_remote": {"present": git, "path": p.git_remote()},
             "observer": observer,
-            "swarm": {"up": st.swarm.is_some(), "state": nodes::describe(sh, &p, &st), "nodes": st.swarm.as_ref().map(|s| &s.nodes)},
+            "swarm": swarm_status::status_json(sh, &p, &st),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -395,7 +402,7 @@ pub fn status(sh: &Ctx, json: bool) -> Result<()> {
             "observer    {}",
             observer.unwrap_or_else(|| "no container".into())
         );
-        println!("swarm       {}", nodes::describe(sh, &p, &st));
+        println!("swarm       {}", swarm_status::describe(sh, &p, &st));
     }
     if !(reg && sshd) {
         return Err(exit_code(
