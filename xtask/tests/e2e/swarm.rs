@@ -35,6 +35,14 @@ fn manager(args: &str) -> Run {
     sh(&format!("docker -H unix://{sock} {args}"))
 }
 
+/// Connections the manager's sshd accepted so far.
+fn accepted() -> usize {
+    std::fs::read_to_string(sandbox_dir().join("swarm/sshd.log"))
+        .unwrap_or_default()
+        .matches("Accepted publickey")
+        .count()
+}
+
 fn server_dir() -> PathBuf {
     sandbox_dir().join("swarm/server/observer")
 }
@@ -164,8 +172,10 @@ pub fn swarm_deploy_rollback_node_loss_and_dry_run() {
     wait_for("records in the archive", 30, || archive(&first).len() > 5);
     let from = archive(&first).len();
 
+    let before = accepted();
     let r = c.xtask(&["deploy", "--env", ENV, "--tag", &v2]);
     assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(accepted() - before, 1, "one SSH connection per deploy");
     assert!(r.stderr.contains("paused xtsw-w"), "{}", r.stderr);
     assert!(r.stderr.contains("resumed xtsw-w"), "{}", r.stderr);
     let s = status(&c);

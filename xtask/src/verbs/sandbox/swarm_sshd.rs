@@ -92,15 +92,17 @@ pub fn start(p: &Paths) -> Result<u32> {
     fs::write(&config, config_text(p)?)?;
     pin_host_key(p)?;
     let sshd = find_program("sshd").context("sshd not found")?;
+    // Its log (`-E`, as the sandbox's sshd): the e2e tests count the accepted connections.
+    let log = p.swarm().join("sshd.log");
     let script = format!(
-        "hostname {name} && mount --bind {sock} /run/docker.sock && exec {sshd} -D -e -f {cfg}",
+        "hostname {name} && mount --bind {sock} /run/docker.sock && exec {sshd} -D -f {cfg} -E {log}",
         name = NODES[0].0,
         sock = socket(NODES[0].0),
         sshd = sshd.display(),
-        cfg = config.display()
+        cfg = config.display(),
+        log = log.display()
     );
     let nsenter = find_program("nsenter").context("nsenter not found")?;
-    let log = p.swarm().join("sshd.log");
     let pid = spawn_daemon(
         &nsenter,
         &[
