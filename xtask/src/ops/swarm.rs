@@ -98,14 +98,22 @@ impl<'a> SwarmSteps<'a> {
         let c = &self.env().cfg;
         2 * c.health_timeout_s + 2 * c.soak_s.max(5) + 60
     }
-    pub fn watch(&self, image: &str, since: &str) -> Step {
+    /// `hold`: the node the update is kept on (the running task's), "" for none.
+    pub fn watch(&self, image: &str, b: &Before) -> Step {
         self.remote(
             "watch",
             format!(
                 "Watch {SERVICE} until Swarm settles (UpdateStatus, tasks; at most {}s)",
                 self.watch_timeout()
             ),
-            swarm::watch(image, since, self.watch_timeout()),
+            swarm::watch(
+                self.env(),
+                image,
+                &b.since,
+                &b.index,
+                &b.hold,
+                self.watch_timeout(),
+            ),
         )
         .read_only()
     }
@@ -133,6 +141,27 @@ impl<'a> SwarmSteps<'a> {
     }
 }
 
+/// What the probe saw of the service before the deploy, for the watch: its `UpdateStatus`
+/// start ("" when there is no service), its spec's version index, and the node of its running
+/// task (the node the update is kept on; "" for none).
+#[derive(Debug, Clone, Default)]
+pub struct Before {
+    pub since: String,
+    pub index: String,
+    pub hold: String,
+}
+
+impl Before {
+    pub fn of(p: &Probe) -> Before {
+        let svc = p.service.as_ref();
+        Before {
+            since: svc.map(|s| s.update_started.clone()).unwrap_or_default(),
+            index: svc.map(|s| s.spec_index.clone()).unwrap_or_default(),
+            hold: p.running_task().map(|t| t.node.clone()).unwrap_or_default(),
+        }
+    }
+}
+
 /// The happy path, in order: what `--dry-run` prints and the run executes. `since` is the
 /// service's `UpdateStatus.StartedAt` before the deploy ("" when there is no service).
 #[allow(clippy::too_many_arguments)]
@@ -143,7 +172,7 @@ pub fn plan(
     stack: &str,
     creds: Option<&Creds>,
     pay: &Payload,
-    since: &str,
+    before: &Before,
 ) -> Plan {
     let image = swarm::pinned(st.env(), digest);
     let mut p = Plan::default();
@@ -156,7 +185,7 @@ pub fn plan(
     p.push(st.resume());
     p.push(st.pause(&pay.holder.id));
     p.push(st.stack_deploy(creds));
-    p.push(st.watch(&image, since));
+    p.push(st.watch(&image, before));
     p.push(st.soak(&image));
     p.push(st.resume());
     p.push(st.base.record(&LastGood {
@@ -261,16 +290,12 @@ fn rollout<'a>(
     let stack = swarm::stack_file(env, &model, version, digest)
         .map_err(|e| fail(format!("{COMPOSE_PATH}: {e:#}")))?;
     let image = swarm::pinned(env, digest);
-    let since = p
-        .service
-        .as_ref()
-        .map(|s| s.update_started.clone())
-        .unwrap_or_default();
+    let before = Before::of(&p);
     let files = stack_hashes(&pay.env_text, &stack);
     let same = p.service.as_ref().is_some_and(|s| s.image == image)
         && p.running_task().is_some_and(|t| t.image == image)
         && p.files == files;
-    let plan = plan(&st, version, digest, &stack, creds, &pay, &since);
+    let plan = plan(&st, version, digest, &stack, creds, &pay, &before);
     if o.dry_run {
         eprintln!("==> Plan (dry run: nothing below is run)");
         plan.print(sh);
@@ -280,10 +305,11 @@ fn rollout<'a>(
         );
         return Ok(("planned (dry run)".into(), 0, None));
     }
-    if same {
-        eprintln!("    {version} already runs with this stack and .env: nothing is changed");
-        return Ok(("already running".into(), 0, None));
-    }
+    let last_good = p
+        .last_good
+        .as_ref()
+        .map(|l| l.version.clone())
+        .unwrap_or_default();
     let mut run = Run {
         sh,
         env,
@@ -294,7 +320,7 @@ fn rollout<'a>(
         c: Compose::V2, // unused by the swarm rollout (lock and unlock only)
         version,
         digest,
-        last_good: "",
+        last_good: &last_good,
         running: &running,
         o,
         strategy: super::run::Strategy::Handoff,
@@ -302,7 +328,11 @@ fn rollout<'a>(
         t0: Instant::now(),
     };
     run.x.interruptible = false;
-    let result = execute(&mut run, &st, &plan, &image);
+    let result = if same {
+        repair::already_running(&mut run, &st)
+    } else {
+        execute(&mut run, &st, &plan, &image)
+    };
     // Whatever happened: the nodes this run paused are resumed, the lock released.
     if run.locked {
         let resumed = run.x.run_step(&st.resume());
@@ -368,7 +398,14 @@ fn failed(run: &mut Run, st: &SwarmSteps, why: Vec<String>, outcome: String, cod
             run.sh.mask(&format!("{e:#}"))
         );
     }
-    (outcome, code, None)
+    let to = (code == exit::ROLLED_BACK).then(|| {
+        if run.running.is_empty() {
+            "the previous spec".to_string()
+        } else {
+            run.running.to_string()
+        }
+    });
+    (outcome, code, to)
 }
 
 /// The steps after the probe; `Ok` carries the verdict.
@@ -413,6 +450,9 @@ fn execute(run: &mut Run, st: &SwarmSteps, plan: &Plan, image: &str) -> Result<V
                 }
                 match outcome.as_str() {
                     "completed" => {}
+                    // The stack deploy changed nothing (the service already had this spec, e.g.
+                    // after Swarm rolled back to it): no update comes; the soak still judges it.
+                    "unchanged" => {}
                     "created" => created = true,
                     "rollback_completed" => {
                         let msg = p.service.map(|s| s.message).unwrap_or_default();
@@ -515,7 +555,15 @@ fn soak_failed(run: &mut Run, st: &SwarmSteps, why: String, image: &str, before:
         .map(|s| s.update_started)
         .unwrap_or_default();
     let back = run.x.run_step(&st.service_rollback()).and_then(|_| {
-        let w = st.watch(image, &since);
+        // No image to find running: the rollback's outcome comes from its UpdateStatus only.
+        let _ = image;
+        let w = st.watch(
+            "(rollback)",
+            &Before {
+                since,
+                ..Before::default()
+            },
+        );
         run.x.run_step(&w)
     });
     match back {
@@ -546,7 +594,9 @@ fn soak_failed(run: &mut Run, st: &SwarmSteps, why: String, image: &str, before:
     }
 }
 
+mod repair;
 mod status;
+
 pub use status::{remote_checks, status};
 
 #[cfg(test)]

@@ -176,7 +176,7 @@ pub fn stack_file(env: &Env, compose: &Value, version: &str, digest: &str) -> Re
 }
 
 /// `docker service inspect`'s template for the [`Service`] line.
-const SERVICE_FMT: &str = "service|{{index .Spec.Labels \"observer.version\"}}|{{.Spec.TaskTemplate.ContainerSpec.Image}}|{{if .UpdateStatus}}{{.UpdateStatus.State}}|{{if .UpdateStatus.StartedAt}}{{.UpdateStatus.StartedAt.UnixNano}}{{else}}0{{end}}|{{.UpdateStatus.Message}}{{else}}none|0|{{end}}";
+const SERVICE_FMT: &str = "service|{{index .Spec.Labels \"observer.version\"}}|{{.Spec.TaskTemplate.ContainerSpec.Image}}|{{.Version.Index}}|{{if .UpdateStatus}}{{.UpdateStatus.State}}|{{if .UpdateStatus.StartedAt}}{{.UpdateStatus.StartedAt.UnixNano}}{{else}}0{{end}}|{{.UpdateStatus.Message}}{{else}}none|0|{{end}}";
 
 /// The service line (nothing when there is no service).
 fn service_line() -> String {
@@ -227,6 +227,8 @@ pub struct Service {
     pub version: String,
     /// Its spec's image (`repo@sha256:…`; the CLI may append nothing else).
     pub image: String,
+    /// The spec's version index: unchanged after a `docker stack deploy`, nothing was updated.
+    pub spec_index: String,
     /// `UpdateStatus.State` (`updating`, `completed`, `rollback_completed`, `paused`, …) or `none`.
     pub update: String,
     /// `UpdateStatus.StartedAt` in Unix nanoseconds ("0" when none): tells one update from the next.
@@ -298,7 +300,12 @@ impl Probe {
     pub fn eligible(&self) -> Vec<&Node> {
         self.nodes
             .iter()
-            .filter(|n| n.label == "true" && n.state == "ready" && n.availability == "active")
+            .filter(|n| {
+                n.label == "true"
+                    && n.state == "ready"
+                    // A node an earlier, dead deploy paused is resumed under the lock.
+                    && (n.availability == "active" || !n.paused_by.is_empty())
+            })
             .collect()
     }
 }
@@ -323,13 +330,14 @@ pub fn parse(out: &str) -> Probe {
     };
     for l in out.lines() {
         if l.starts_with("service|") {
-            let f = fields(l, 6);
+            let f = fields(l, 7);
             p.service = Some(Service {
                 version: f[1].clone(),
                 image: f[2].clone(),
-                update: f[3].clone(),
-                update_started: f[4].clone(),
-                message: f[5].clone(),
+                spec_index: f[3].clone(),
+                update: f[4].clone(),
+                update_started: f[5].clone(),
+                message: f[6].clone(),
             });
         } else if l.starts_with("task|") {
             let f = fields(l, 7);
@@ -398,14 +406,30 @@ pub fn deploy(env: &Env, login: bool) -> String {
 /// `timeout_s` seconds, once a second, and prints `watch=<outcome>` then the service and task
 /// lines. Outcomes: `completed`, `rollback_completed`, `paused`, `rollback_paused` (an update
 /// that started after `since`, the `UpdateStatus.StartedAt` before the deploy), `created` (no
-/// service before: a task of `image` runs), `timeout`.
-pub fn watch(image: &str, since: &str, timeout_s: u64) -> String {
+/// service before: a task of `image` runs), `unchanged` (the spec's version index is still
+/// `index`, the probe's, or for 3 s no new update has started while a task of `image` runs: the
+/// stack deploy changed nothing that needs new tasks, so no update will come), `timeout`.
+/// When `hold` (the node the update was kept
+/// on, beside the archive; "" for none) goes down meanwhile, the paused nodes are resumed at once
+/// (`resumed <host>` lines): the archive's node is lost, and the task must be placed elsewhere
+/// rather than wait for the watch to time out.
+pub fn watch(
+    env: &Env,
+    image: &str,
+    since: &str,
+    index: &str,
+    hold: &str,
+    timeout_s: u64,
+) -> String {
     format!(
-        "since={since}; img={img}; r=timeout; i=0; while [ $i -lt {timeout_s} ]; do s=$({svc}); st=$(printf '%s' \"$s\" | cut -d'|' -f4); at=$(printf '%s' \"$s\" | cut -d'|' -f5); if [ -n \"$st\" ] && [ \"$st\" != none ] && [ \"$at\" != \"$since\" ]; then case \"$st\" in completed|rollback_completed|paused|rollback_paused) r=$st; break ;; esac; elif [ -z \"$since\" ] && docker service ps --no-trunc --filter desired-state=running --format '{{{{.CurrentState}}}}|{{{{.Image}}}}' {SERVICE} 2>/dev/null | grep -q \"^Running.*|$img\\$\"; then r=created; break; fi; sleep 1; i=$((i+1)); done; echo \"watch=$r\"; {svc}; {tasks}; true",
+        "since={since}; img={img}; hold={hold}; idx={index}; r=timeout; i=0; n=0; if [ -n \"$idx\" ] && [ \"$(docker service inspect --format '{{{{.Version.Index}}}}' {SERVICE} 2>/dev/null)\" = \"$idx\" ]; then r=unchanged; i={timeout_s}; fi; while [ $i -lt {timeout_s} ]; do s=$({svc}); st=$(printf '%s' \"$s\" | cut -d'|' -f5); at=$(printf '%s' \"$s\" | cut -d'|' -f6); if [ -n \"$st\" ] && [ \"$st\" != none ] && [ \"$at\" != \"$since\" ]; then n=0; case \"$st\" in completed|rollback_completed|paused|rollback_paused) r=$st; break ;; esac; elif docker service ps --no-trunc --filter desired-state=running --format '{{{{.CurrentState}}}}|{{{{.Image}}}}' {SERVICE} 2>/dev/null | grep -q \"^Running.*|$img\\$\"; then if [ -z \"$since\" ]; then r=created; break; fi; n=$((n+1)); if [ $n -ge 3 ]; then r=unchanged; break; fi; else n=0; fi; if [ -n \"$hold\" ] && [ \"$(docker node inspect --format '{{{{.Status.State}}}}' \"$hold\" 2>/dev/null)\" = down ]; then echo \"node $hold is down: resuming the paused nodes\"; {resume}; hold=; fi; sleep 1; i=$((i+1)); done; echo \"watch=$r\"; {svc}; {tasks}; true",
         since = q(since),
         img = q(image),
+        hold = q(hold),
+        index = q(index),
         svc = service_line(),
         tasks = task_lines(6),
+        resume = resume_paused(env),
     )
 }
 
@@ -515,12 +539,13 @@ mod tests {
 
     #[test]
     fn parses_service_tasks_and_nodes() {
-        let out = "swarm=active true\nlast_good=v1.0.0 sha256:aa\nfiles=x y \nservice|v1.0.0|r@sha256:aa|rollback_completed|1764800000000000000|rollback completed: update paused\ntask|t1|xtsw-w1|Running|Running 5 seconds ago|r@sha256:aa|\ntask|t0|xtsw-w1|Shutdown|Failed 20 seconds ago|r@sha256:bb|task: non-zero exit (1)\nnode|n1|xtsw-m1|ready|active|manager||\nnode|n2|xtsw-w1|ready|active|worker|true|\nnode|n3|xtsw-w2|down|pause|worker|true|0123\nlock=\n";
+        let out = "swarm=active true\nlast_good=v1.0.0 sha256:aa\nfiles=x y \nservice|v1.0.0|r@sha256:aa|42|rollback_completed|1764800000000000000|rollback completed: update paused\ntask|t1|xtsw-w1|Running|Running 5 seconds ago|r@sha256:aa|\ntask|t0|xtsw-w1|Shutdown|Failed 20 seconds ago|r@sha256:bb|task: non-zero exit (1)\nnode|n1|xtsw-m1|ready|active|manager||\nnode|n2|xtsw-w1|ready|active|worker|true|\nnode|n3|xtsw-w2|down|pause|worker|true|0123\nlock=\n";
         let p = parse(out);
         assert!(p.is_manager());
         assert_eq!(p.last_good.as_ref().unwrap().version, "v1.0.0");
         let s = p.service.clone().unwrap();
         assert_eq!(s.update, "rollback_completed");
+        assert_eq!(s.spec_index, "42");
         assert_eq!(s.update_started, "1764800000000000000");
         assert_eq!(p.running_task().unwrap().id, "t1");
         assert_eq!(p.tasks[1].error, "task: non-zero exit (1)");

@@ -36,8 +36,11 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
         (
             "swarm-watch",
             swarm::watch(
+                &e,
                 &swarm::pinned(&e, "sha256:0123"),
                 "1764800000000000000",
+                "40",
+                "xtsw-w1",
                 200,
             ),
         ),

@@ -226,6 +226,11 @@ pub fn swarm_deploy_rollback_node_loss_and_dry_run() {
             .unwrap()
             .starts_with(&v2)
     );
+    // Deploying the running version again after Swarm rolled back to it: the stack deploy changes
+    // nothing, no update comes, and the watch says so at once instead of timing out.
+    let r = c.xtask(&["deploy", "--env", ENV, "--tag", &v2]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("Swarm: unchanged"), "{}", r.stderr);
 
     // A worker's engine stops: Swarm reschedules the observer on the other labelled node.
     let s = status(&c);

@@ -25,7 +25,19 @@ fn payload() -> Payload {
 fn the_plan_pauses_deploys_watches_soaks_then_resumes_and_records() {
     let e = env();
     let st = SwarmSteps::new(&e, "m1");
-    let p = plan(&st, "v1.2.3", "sha256:ab", "{}", None, &payload(), "17");
+    let p = plan(
+        &st,
+        "v1.2.3",
+        "sha256:ab",
+        "{}",
+        None,
+        &payload(),
+        &Before {
+            since: "17".into(),
+            index: "40".into(),
+            hold: "xtsw-w1".into(),
+        },
+    );
     assert_eq!(
         p.ids(),
         [
@@ -94,7 +106,7 @@ fn probe_out(e: &Env, with_service: bool) -> String {
     let mut s = "swarm=active true\nlast_good=v1.0.0 sha256:00\nfiles=\n".to_string();
     if with_service {
         s.push_str(&format!(
-            "service|v1.0.0|{}@sha256:00|completed|1700000000000000000|update completed\ntask|t1|xtsw-w1|Running|Running 2 minutes ago|{}@sha256:00|\n",
+            "service|v1.0.0|{}@sha256:00|40|completed|1700000000000000000|update completed\ntask|t1|xtsw-w1|Running|Running 2 minutes ago|{}@sha256:00|\n",
             e.repo(),
             e.repo()
         ));
@@ -152,7 +164,11 @@ fn a_converged_update_runs_exactly_the_dry_run_plan_and_exits_0() {
         "{}",
         None,
         &pay,
-        "1700000000000000000",
+        &Before {
+            since: "1700000000000000000".into(),
+            index: "40".into(),
+            hold: "xtsw-w1".into(),
+        },
     );
     assert_eq!(done, p.ids()[1..].to_vec());
 }
@@ -163,7 +179,7 @@ fn swarm_rolling_back_is_exit_3_recorded_as_failed_with_nodes_resumed() {
     let f = swarm_server(&e, true);
     f.answer(
         "watch",
-        ok("watch=rollback_completed\nservice|v1.0.0|r@sha256:00|rollback_completed|1|rollback completed\n"),
+        ok("watch=rollback_completed\nservice|v1.0.0|r@sha256:00|44|rollback_completed|1|rollback completed\n"),
     );
     let (code, _, log) = drive(&e, &f);
     assert_eq!(code, 3);
@@ -243,4 +259,76 @@ fn refusals_before_anything_changes() {
         log.contains(&"restore-env") && log.ends_with(&["resume", "unlock"]),
         "{log:?}"
     );
+}
+
+/// The probe of a manager whose service already runs v1.1.0 (DIGEST) with exactly the stack
+/// file and `.env` this run would upload; `last_good` as given; xtsw-w2 left paused.
+fn same_server(e: &Env, last_good: &str) -> Fake {
+    let sh = Ctx::new().unwrap();
+    let pay = Payload::read(&sh, e, "v1.1.0", "deploy").unwrap();
+    let model = compose::parse_yaml(&String::from_utf8_lossy(&pay.compose)).unwrap();
+    let stack = swarm::stack_file(e, &model, "v1.1.0", DIGEST).unwrap();
+    let files = stack_hashes(&pay.env_text, &stack).join(" ");
+    let image = swarm::pinned(e, DIGEST);
+    let f = Fake::default();
+    f.answer(
+        "probe",
+        ok(&format!(
+            "swarm=active true\nlast_good={last_good}\nfiles={files}\nservice|v1.1.0|{image}|41|completed|1|\ntask|t1|xtsw-w1|Running|Running 1 minute ago|{image}|\nnode|n1|xtsw-m1|ready|active|manager||\nnode|n2|xtsw-w1|ready|active|worker|true|\nnode|n3|xtsw-w2|ready|pause|worker|true|dead0123\n"
+        )),
+    );
+    f
+}
+
+#[test]
+fn the_same_version_again_resumes_what_a_dead_deploy_paused_and_repairs_the_records() {
+    let e = env();
+    // Killed after Swarm converged: the records still name v1.0.0, xtsw-w2 is paused.
+    let f = same_server(&e, "v1.0.0 sha256:00");
+    let (code, _, log) = drive(&e, &f);
+    assert_eq!(code, 0);
+    assert_eq!(
+        log,
+        ["probe", "lock", "resume", "record", "history", "unlock"],
+        "nothing redeployed"
+    );
+    // Records in order: lock and resume only.
+    let f = same_server(&e, &format!("v1.1.0 {DIGEST}"));
+    let (code, _, log) = drive(&e, &f);
+    assert_eq!((code, log), (0, vec!["probe", "lock", "resume", "unlock"]));
+}
+
+#[test]
+fn a_swarm_rollback_names_the_version_running_again() {
+    let e = env();
+    let f = swarm_server(&e, true);
+    f.answer("watch", ok("watch=rollback_completed\n"));
+    let sh = Ctx::new().unwrap();
+    let mut x = Executor::new(&sh, false, Box::new(f.clone()));
+    let (_, code, to) = rollout(&sh, &e, "v1.1.0", DIGEST, &opts(), &mut x, None).unwrap();
+    assert_eq!((code, to.as_deref()), (3, Some("v1.0.0")));
+}
+
+#[test]
+fn a_node_a_dead_deploy_paused_still_counts_as_a_place_for_the_observer() {
+    let p = swarm::parse(
+        "swarm=active true\nnode|n2|xtsw-w1|down|active|worker|true|\nnode|n3|xtsw-w2|ready|pause|worker|true|dead0123\nnode|n4|xtsw-w3|ready|pause|worker|true|\n",
+    );
+    let names: Vec<_> = p.eligible().iter().map(|n| n.hostname.clone()).collect();
+    assert_eq!(
+        names,
+        ["xtsw-w2"],
+        "paused by an operator: not ours to resume"
+    );
+}
+
+#[test]
+fn a_stack_deploy_that_changes_nothing_is_judged_by_the_soak_not_timed_out() {
+    let e = env();
+    let f = swarm_server(&e, true);
+    f.answer("watch", ok("watch=unchanged\n"))
+        .answer("soak", ok("ok soak task t1 running for 10s\n"));
+    let (code, _, log) = drive(&e, &f);
+    assert_eq!(code, 0);
+    assert!(log.contains(&"soak") && log.contains(&"record"), "{log:?}");
 }
