@@ -331,7 +331,7 @@ fn rollout<'a>(
     let result = if same {
         repair::already_running(&mut run, &st)
     } else {
-        execute(&mut run, &st, &plan, &image)
+        execute(&mut run, &st, &plan)
     };
     // Whatever happened: the nodes this run paused are resumed, the lock released.
     if run.locked {
@@ -409,7 +409,7 @@ fn failed(run: &mut Run, st: &SwarmSteps, why: Vec<String>, outcome: String, cod
 }
 
 /// The steps after the probe; `Ok` carries the verdict.
-fn execute(run: &mut Run, st: &SwarmSteps, plan: &Plan, image: &str) -> Result<Verdict> {
+fn execute(run: &mut Run, st: &SwarmSteps, plan: &Plan) -> Result<Verdict> {
     let before = if run.running.is_empty() {
         "nothing".to_string()
     } else {
@@ -501,7 +501,7 @@ fn execute(run: &mut Run, st: &SwarmSteps, plan: &Plan, image: &str) -> Result<V
                             exit::UNHEALTHY,
                         ));
                     }
-                    return Ok(soak_failed(run, st, why, image, &before));
+                    return Ok(soak_failed(run, st, why, &before));
                 }
             }
             "record" => {
@@ -542,7 +542,7 @@ fn execute(run: &mut Run, st: &SwarmSteps, plan: &Plan, image: &str) -> Result<V
 
 /// The update converged but its task did not stay running: Swarm rolls back to the previous
 /// spec; exit 3 when that converged, 4 otherwise.
-fn soak_failed(run: &mut Run, st: &SwarmSteps, why: String, image: &str, before: &str) -> Verdict {
+fn soak_failed(run: &mut Run, st: &SwarmSteps, why: String, before: &str) -> Verdict {
     eprintln!(
         "\n!!! {} failed its soak ({why}): rolling back",
         run.version
@@ -556,7 +556,6 @@ fn soak_failed(run: &mut Run, st: &SwarmSteps, why: String, image: &str, before:
         .unwrap_or_default();
     let back = run.x.run_step(&st.service_rollback()).and_then(|_| {
         // No image to find running: the rollback's outcome comes from its UpdateStatus only.
-        let _ = image;
         let w = st.watch(
             "(rollback)",
             &Before {

@@ -78,13 +78,7 @@ impl Rollback {
             Some(v) => v,
             None => {
                 let (running, hist) = ops::running_and_history(&mut x, &env, &server.name)?;
-                hist.iter()
-                    .rev()
-                    .filter(|r| r.outcome == Outcome::Success)
-                    .map(|r| r.version.as_str())
-                    .find(|v| !v.is_empty() && *v != running)
-                    .map(|s| s.to_string())
-                    .ok_or_else(|| fail(format!("no earlier good version in the history (running: {running}); pass --to VERSION")))?
+                previous_good(&hist, &running)?
             }
         };
         eprintln!("rollback to {target}");
@@ -120,13 +114,7 @@ fn swarm_rollback<'a>(
             let st = ops::swarm::SwarmSteps::new(env, &server);
             let running = ops::swarm::running_version(&ops::swarm::probe(&mut x, &st)?);
             let hist = ops::read_history(&mut x, &server, env, 200)?;
-            hist.iter()
-                .rev()
-                .filter(|r| r.outcome == Outcome::Success)
-                .map(|r| r.version.as_str())
-                .find(|v| !v.is_empty() && *v != running)
-                .map(|s| s.to_string())
-                .ok_or_else(|| fail(format!("no earlier good version in the history (running: {running}); pass --to VERSION")))?
+            previous_good(&hist, &running)?
         }
     };
     eprintln!("rollback to {target}");
@@ -141,4 +129,20 @@ fn swarm_rollback<'a>(
         allow_unverified,
     };
     ops::swarm::deploy(sh, env, &target, &o, x)
+}
+
+/// The newest version the history records as deployed successfully that is not `running`: what
+/// `rollback` goes back to without `--to` (compose and swarm alike).
+fn previous_good(hist: &[crate::core::records::HistoryRecord], running: &str) -> Result<String> {
+    hist.iter()
+        .rev()
+        .filter(|r| r.outcome == Outcome::Success)
+        .map(|r| r.version.as_str())
+        .find(|v| !v.is_empty() && *v != running)
+        .map(|s| s.to_string())
+        .ok_or_else(|| {
+            fail(format!(
+                "no earlier good version in the history (running: {running}); pass --to VERSION"
+            ))
+        })
 }

@@ -23,7 +23,12 @@ pub fn last_good() -> String {
 
 /// The largest hole (seconds) between consecutive records from line `from` on.
 pub fn largest_hole(from: usize) -> f64 {
-    let ts: Vec<f64> = archive_lines()
+    largest_hole_in(&archive_lines(), from)
+}
+
+/// The largest hole (seconds) between consecutive records of `lines` from line `from` on.
+pub fn largest_hole_in(lines: &[String], from: usize) -> f64 {
+    let ts: Vec<f64> = lines
         .iter()
         .skip(from)
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

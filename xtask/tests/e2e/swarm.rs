@@ -59,27 +59,6 @@ fn archive(node_name: &str) -> Vec<String> {
     .collect()
 }
 
-/// The largest hole (seconds) between consecutive records of `lines` from `from` on.
-fn largest_hole(lines: &[String], from: usize) -> f64 {
-    let ts: Vec<f64> = lines
-        .iter()
-        .skip(from)
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| {
-            let t = v["ts"].as_str()?.get(11..23)?.to_string();
-            let (h, m, s) = (t.get(0..2)?, t.get(3..5)?, t.get(6..12)?);
-            Some(
-                h.parse::<f64>().ok()? * 3600.0
-                    + m.parse::<f64>().ok()? * 60.0
-                    + s.parse::<f64>().ok()?,
-            )
-        })
-        .collect();
-    ts.windows(2)
-        .map(|w| (w[1] - w[0]).rem_euclid(86_400.0))
-        .fold(0.0, f64::max)
-}
-
 /// Removes the stack and the tool's records from an earlier run, waiting until no task is left.
 fn clean_stack() {
     manager("stack rm observer >/dev/null 2>&1");
@@ -185,7 +164,7 @@ pub fn swarm_deploy_rollback_node_loss_and_dry_run() {
         first.as_str(),
         "the update must stay on the archive's node"
     );
-    let hole = largest_hole(&archive(&first), from);
+    let hole = crate::deploy::largest_hole_in(&archive(&first), from);
     assert!(hole < 3.0, "a {hole:.2}s hole across the swarm update");
     assert!(
         s["nodes"]
