@@ -51,6 +51,20 @@ enum Cmd {
     Snapshot(snapshot::Snapshot),
     /// Benchmarks against a baseline, side by side: gap, overhead, rollback, snapshot, build.
     Bench(bench::Bench),
+    /// The container's log and logs/observer.log (-f follows until Ctrl-C).
+    Logs(logs::Logs),
+    /// Run a command in the running container (-i: interactive, with a TTY).
+    Exec(exec::Exec),
+    /// The audit trail: every deploy, rollback and restore, who, from where, outcome, duration.
+    History(history::History),
+    /// The resolved environment, with the source of each value; secrets masked.
+    Config(show_config::ShowConfig),
+    /// Remove images and snapshots beyond retention (never the running or last good).
+    Prune(prune::Prune),
+    /// Prepare a provisioned server over SSH; say what provision-server.sh must do as root.
+    Setup(setup::Setup),
+    /// The archive-continuity report: every hole in the archive, matched to the history.
+    Gaps(gaps::Gaps),
     /// Run every test and linter (the command README.md and .ci/run use).
     Ci(ci::Ci),
 }
@@ -82,6 +96,13 @@ fn main() -> ExitCode {
         Cmd::Status(c) => c.run(&sh),
         Cmd::Lock(c) => c.run(&sh),
         Cmd::Snapshot(c) => c.run(&sh),
+        Cmd::Logs(c) => c.run(&sh),
+        Cmd::Exec(c) => c.run(&sh),
+        Cmd::History(c) => c.run(&sh),
+        Cmd::Config(c) => c.run(&sh),
+        Cmd::Prune(c) => c.run(&sh),
+        Cmd::Setup(c) => c.run(&sh),
+        Cmd::Gaps(c) => c.run(&sh),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
