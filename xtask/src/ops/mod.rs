@@ -4,6 +4,7 @@
 
 pub mod provenance;
 pub mod prune;
+pub mod prune_all;
 pub mod recovery;
 pub mod rollout;
 pub mod run;

@@ -9,6 +9,7 @@ pub mod handoff;
 pub mod history;
 pub mod lock;
 pub mod probe;
+pub mod prune;
 pub mod snapshot;
 pub mod snapshot_delta;
 pub mod snapshot_remote;
