@@ -475,6 +475,19 @@ fn apply_sandbox(sh: &Ctx, env: &mut Env) -> Result<()> {
         env.remote_dir = p.nonroot().join("observer").display().to_string();
         env.backups_dir = p.nonroot().join("backups").display().to_string();
     }
+    // Test-only: the e2e tests point the sandbox environment at other folders (issue 15:
+    // `setup` on fresh or root-owned ones). Absolute paths; every script quotes them.
+    for (var, dir) in [
+        (sandbox_state::REMOTE_DIR_VAR, &mut env.remote_dir),
+        (sandbox_state::BACKUPS_DIR_VAR, &mut env.backups_dir),
+    ] {
+        if let Some(d) = env_nonempty(var) {
+            if !Path::new(&d).is_absolute() {
+                return Err(fail(format!("{var} must be an absolute path, not {d}")));
+            }
+            *dir = d;
+        }
+    }
     Ok(())
 }
 

@@ -20,6 +20,10 @@ pub const DEPLOY_USER: &str = "observer-deploy";
 /// Set (non-empty), the sandbox environment connects as [`DEPLOY_USER`] and deploys to its own
 /// deploy root and backups folder ([`Paths::nonroot`]).
 pub const NONROOT_VAR: &str = "XTASK_SANDBOX_NONROOT";
+/// Set (non-empty, absolute), the sandbox environment's `remote_dir` and `backups_dir` (test-only:
+/// the e2e tests of `setup` point them at fresh or root-owned folders).
+pub const REMOTE_DIR_VAR: &str = "XTASK_SANDBOX_REMOTE_DIR";
+pub const BACKUPS_DIR_VAR: &str = "XTASK_SANDBOX_BACKUPS_DIR";
 
 /// `target/sandbox/state.json`: what `sandbox up` started, and where.
 #[derive(Serialize, Deserialize, Default, Debug, Clone)]

@@ -10,6 +10,7 @@ pub mod history;
 pub mod lock;
 pub mod probe;
 pub mod prune;
+pub mod setup;
 pub mod snapshot;
 pub mod snapshot_delta;
 pub mod snapshot_remote;

@@ -233,6 +233,30 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
                 ],
             ),
         ),
+        ("prune-scan", prune::scan(&e)),
+        (
+            "prune-rmi",
+            prune::rmi_each(&e, &["v1.0.0".into(), "v1.1.0-rc.1".into()]),
+        ),
+        ("setup-check", setup::check(&e)),
+        (
+            "setup-apply",
+            setup::apply(&[
+                setup::Action::Create {
+                    path: e.remote_dir.clone(),
+                    mode: 0o750,
+                },
+                setup::Action::Chmod {
+                    path: e.backups_dir.clone(),
+                    mode: 0o2755,
+                },
+                setup::Action::Chown {
+                    path: format!("{}/.deploy", e.remote_dir),
+                    uid: 1001,
+                    gid: 1001,
+                },
+            ]),
+        ),
     ]
 }
 
