@@ -25,8 +25,8 @@ pub struct Item {
     pub kind: &'static str,
     /// The image's tag, the snapshot's id, or the partial file's name in the backups folder.
     pub name: String,
-    /// Bytes: the image's size as docker counts it (shared layers included), a snapshot's three
-    /// files, a partial file or folder.
+    /// Bytes: what removing an image frees (its layers no other image uses: docker's
+    /// `UniqueSize`), a snapshot's three files, a partial file or folder.
     pub size: u64,
 }
 
@@ -64,7 +64,7 @@ pub fn choose(env: &Env, out: &str, running: &str, last_good: &str) -> Choice {
         .filter(|v| !v.is_empty())
         .collect();
     // Images: the deploy's rule (`app::prune_candidates`) on the same listing.
-    let images = sp::parse_images(out);
+    let images = sp::parse_images(out, &env.repo());
     let listing: String = images
         .iter()
         .map(|i| format!("{} {}\n", i.tag, i.created))

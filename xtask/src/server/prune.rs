@@ -7,39 +7,61 @@ use super::q;
 use super::snapshot;
 use crate::config::Env;
 
-/// One round trip: `IMG SIZE_BYTES TAG CREATED_AT` per image of the environment's repository
-/// (`docker images`, `<none>` tags included with size 0), then [`snapshot::prune_scan`]'s lines
+/// One round trip: `DF JSON` (`docker system df -v`'s images, a JSON list: what removing an
+/// image frees, its `UniqueSize`, is known only there), then [`snapshot::prune_scan`]'s lines
 /// (`M`/`I` snapshots, `P AGE NAME` partial files, `H JSON` history lines), then
 /// `S SIZE_BYTES NAME` per entry of the backups folder (`du -sb`: a folder counts whole).
 /// Exits non-zero when docker or the backups folder cannot be read.
 pub fn scan(env: &Env) -> String {
-    let r = q(&env.repo());
     format!(
-        "l=$(docker images --format '{{{{.Tag}}}} {{{{.CreatedAt}}}}' {r}) || exit 1; printf '%s\\n' \"$l\" | while read -r t c; do [ -n \"$t\" ] || continue; s=$(docker image inspect --format '{{{{.Size}}}}' {r}:\"$t\" 2>/dev/null); echo \"IMG ${{s:-0}} $t $c\"; done; {scan}; if [ -d {b} ]; then cd {b} || exit 1; for f in * .create.* .delta.*; do [ -e \"$f\" ] || continue; echo \"S $(du -sb -- \"$f\" | cut -f1) $f\"; done; fi",
+        "l=$(docker system df -v --format '{{{{json .Images}}}}') || exit 1; printf 'DF %s\\n' \"$l\"; {scan}; if [ -d {b} ]; then cd {b} || exit 1; for f in * .create.* .delta.*; do [ -e \"$f\" ] || continue; echo \"S $(du -sb -- \"$f\" | cut -f1) $f\"; done; fi",
         scan = snapshot::prune_scan(env),
         b = q(&env.backups_dir),
     )
 }
 
-/// An image of [`scan`]'s `IMG` lines.
+/// An image of the environment's repository, from [`scan`]'s `DF` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
     pub tag: String,
-    /// Bytes, as `docker image inspect` counts them (layers shared with other images included).
+    /// Bytes removing it frees (`UniqueSize`: its layers no other image uses; docker rounds it).
     pub size: u64,
-    /// `docker images`' `CreatedAt` (sorts by time within one server).
+    /// `CreatedAt` (`2026-12-04 07:10:38 +0000 UTC`: sorts by time within one server).
     pub created: String,
 }
 
-/// The `IMG` lines of [`scan`]'s output.
-pub fn parse_images(out: &str) -> Vec<Image> {
-    out.lines()
-        .filter_map(|l| {
-            let mut w = l.strip_prefix("IMG ")?.splitn(3, ' ');
-            let size = w.next()?.parse().ok()?;
-            let tag = w.next()?.to_string();
-            let created = w.next().unwrap_or("").to_string();
-            Some(Image { tag, size, created })
+/// docker's human sizes (`0B`, `4.096kB`, `117.3MB`, `1.2GB`: decimal units) in bytes; `None`
+/// when unreadable.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let at = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (n, unit) = s.split_at(at);
+    let n: f64 = n.parse().ok()?;
+    let mult = match unit {
+        "B" => 1.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        _ => return None,
+    };
+    Some((n * mult).round() as u64)
+}
+
+/// The images of `repo` in [`scan`]'s `DF` line (none when it is absent or unreadable).
+pub fn parse_images(out: &str, repo: &str) -> Vec<Image> {
+    let list: Vec<serde_json::Value> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("DF "))
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default();
+    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or("").to_string();
+    list.iter()
+        .filter(|v| v["Repository"] == repo)
+        .map(|v| Image {
+            tag: text(v, "Tag"),
+            size: parse_size(&text(v, "UniqueSize")).unwrap_or(0),
+            created: text(v, "CreatedAt"),
         })
         .collect()
 }
@@ -81,12 +103,28 @@ mod tests {
 
     #[test]
     fn the_scan_lines_parse() {
-        let out = "IMG 123 v1.0.0 2026-12-01 10:00:00 +0000 UTC\nIMG 0 <none> 2026-12-01 09:00:00 +0000 UTC\nIMG x bad line\nM 20260101T000000Z-aa 10 {}\nS 4096 .create.abc\nS 17 20260101T000000Z-aa.tar.zst\nS bad x\n";
-        let imgs = parse_images(out);
+        let out = r#"DF [{"Repository":"r/o","Tag":"v1.0.0","CreatedAt":"2026-12-01 10:00:00 +0000 UTC","UniqueSize":"117.3MB","Size":"117MB"},{"Repository":"r/o","Tag":"<none>","CreatedAt":"2026-12-01 09:00:00 +0000 UTC","UniqueSize":"0B"},{"Repository":"other","Tag":"v1.0.0","UniqueSize":"1GB"}]
+M 20260101T000000Z-aa 10 {}
+S 4096 .create.abc
+S 17 20260101T000000Z-aa.tar.zst
+S bad x
+"#;
+        let imgs = parse_images(out, "r/o");
         assert_eq!(imgs.len(), 2);
         assert_eq!(imgs[0].tag, "v1.0.0");
-        assert_eq!(imgs[0].size, 123);
+        assert_eq!(imgs[0].size, 117_300_000);
         assert_eq!(imgs[0].created, "2026-12-01 10:00:00 +0000 UTC");
+        assert_eq!(imgs[1].size, 0);
+        assert!(parse_images("DF garbled", "r/o").is_empty());
+        for (s, b) in [
+            ("0B", Some(0)),
+            ("4.096kB", Some(4096)),
+            ("1.2GB", Some(1_200_000_000)),
+            ("x", None),
+            ("12", None),
+        ] {
+            assert_eq!(parse_size(s), b, "{s}");
+        }
         assert_eq!(
             parse_sizes(out),
             [

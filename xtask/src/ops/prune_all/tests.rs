@@ -33,20 +33,20 @@ fn snap(i: u32) -> String {
 /// a non-version tag; snapshots 1…6, the deploy of v1.0.0 recorded snapshot 1 and the deploy
 /// of v1.1.0 snapshot 2; a stale and a fresh partial file.
 fn scan(e: &Env) -> String {
-    let mut s = String::new();
-    for (i, t) in ["v1.0.0", "v1.1.0", "v1.2.0", "v1.3.0", "v1.4.0", "v1.5.0"]
-        .iter()
-        .enumerate()
-    {
-        s.push_str(&format!(
-            "IMG {} {t} 2026-12-0{} 10:00:00 +0000 UTC\n",
-            (i + 1) * 1_000_000,
-            i + 1
-        ));
-    }
-    s.push_str(
-        "IMG 0 <none> 2026-11-30 10:00:00 +0000 UTC\nIMG 5 latest 2026-11-29 10:00:00 +0000 UTC\n",
-    );
+    let mut imgs: Vec<serde_json::Value> = [
+        "v1.0.0", "v1.1.0", "v1.2.0", "v1.3.0", "v1.4.0", "v1.5.0",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, t)| {
+        serde_json::json!({"Repository": e.repo(), "Tag": t, "UniqueSize": format!("{}MB", i + 1),
+                "CreatedAt": format!("2026-12-0{} 10:00:00 +0000 UTC", i + 1)})
+    })
+    .collect();
+    imgs.push(serde_json::json!({"Repository": e.repo(), "Tag": "<none>", "UniqueSize": "0B", "CreatedAt": "2026-11-30 10:00:00 +0000 UTC"}));
+    imgs.push(serde_json::json!({"Repository": e.repo(), "Tag": "latest", "UniqueSize": "5B", "CreatedAt": "2026-11-29 10:00:00 +0000 UTC"}));
+    imgs.push(serde_json::json!({"Repository": "elsewhere/observer", "Tag": "v0.0.1", "UniqueSize": "5B", "CreatedAt": "2020-11-29 10:00:00 +0000 UTC"}));
+    let mut s = format!("DF {}\n", serde_json::Value::Array(imgs));
     for i in 1..=6 {
         s.push_str(&manifest_line(e, &snap(i)));
     }
