@@ -87,8 +87,12 @@ impl Prune {
             println!("nothing to prune");
         } else {
             println!(
-                "{} {} in {} item(s) (an image's size counts layers it shares with kept images)",
-                if self.dry_run { "would free" } else { "freed" },
+                "{} {} in {} item(s) (an image counts the layers no other image uses)",
+                if self.dry_run {
+                    "would free at least"
+                } else {
+                    "freed at least"
+                },
                 prune_all::human(total),
                 o.removed.len()
             );
