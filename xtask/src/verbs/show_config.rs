@@ -181,7 +181,7 @@ pub fn contract_rows(
         .collect()
 }
 
-/// Every secret a run here passes on, and the registry token: set (from which variable) or
+/// Every secret a run here passes on, and the registry credentials: set (from which variable) or
 /// unset; never a value.
 pub fn secret_rows(env: &Env, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<Row> {
     let required = env.required_secrets();
@@ -212,18 +212,29 @@ pub fn secret_rows(env: &Env, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<Ro
             }
         })
         .collect();
-    for var in ["REGISTRY_USER", "REGISTRY_TOKEN"] {
-        let set = lookup(var).is_some();
-        out.push(row(
-            format!("registry {var}"),
-            if set { "set" } else { "unset" },
-            if set {
-                format!("env var {var}")
-            } else {
-                "unset".into()
-            },
-        ));
-    }
+    // As `registry::credentials` picks them: both variables, else (sandbox) the generated ones.
+    out.push(
+        match (
+            lookup("REGISTRY_USER").is_some(),
+            lookup("REGISTRY_TOKEN").is_some(),
+        ) {
+            (true, true) => row(
+                "registry credentials",
+                "set",
+                "env var REGISTRY_USER, REGISTRY_TOKEN",
+            ),
+            _ if env.cfg.sandbox => row("registry credentials", "set (generated)", SANDBOX),
+            (u, t) => row(
+                "registry credentials",
+                "unset (anonymous pulls)",
+                format!(
+                    "set REGISTRY_USER and REGISTRY_TOKEN (now: {}, {})",
+                    if u { "set" } else { "unset" },
+                    if t { "set" } else { "unset" }
+                ),
+            ),
+        },
+    );
     out
 }
 
