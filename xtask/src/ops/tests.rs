@@ -14,6 +14,9 @@ use std::rc::Rc;
 pub(super) const DIGEST: &str =
     "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
+/// A step the fake ran: (id, script, stdin).
+pub(super) type Ran = (&'static str, String, Vec<u8>);
+
 /// Answers by step id (queued answers first, then the default: success, no output); records the
 /// id of every step it is asked to run.
 #[derive(Default, Clone)]
@@ -23,7 +26,7 @@ pub(super) struct Fake {
     /// A signal "received" while the step with this id runs (`core::signals::simulate`).
     pub(super) signal_at: Rc<RefCell<Option<(&'static str, i32)>>>,
     /// (id, script, stdin) of every step run, in order.
-    pub(super) scripts: Rc<RefCell<Vec<(&'static str, String, Vec<u8>)>>>,
+    pub(super) scripts: Rc<RefCell<Vec<Ran>>>,
 }
 
 pub(super) fn ok(stdout: &str) -> Output {
