@@ -179,10 +179,10 @@ pub fn create_by(
                     }
                 }
             }
-            None => eprintln!(
+            None => x.sh.say(&format!(
                 "    no snapshot to build on (none with a recorded state, or its chain is {} deep): a full snapshot",
                 sd::MAX_DEPTH
-            ),
+            )),
         }
     }
     let made = (|| -> Result<sr::ReadBack> {

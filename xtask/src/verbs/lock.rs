@@ -25,8 +25,9 @@ pub struct Lock {
 enum LockCmd {
     /// Who holds the deploy lock, since when, and whether it is stale.
     Status,
-    /// Open a maintenance window: take the deploy lock (operation `maintenance`) with a message.
-    /// Deploys, rollbacks and restores are refused (exit 1, naming the message and who holds it)
+    /// Open a maintenance window: take the deploy lock with a message (-m MSG [--for 2h]).
+    ///
+    /// The lock's operation is `maintenance`. Deploys, rollbacks and restores are refused (exit 1, naming the message and who holds it)
     /// until `lock release`, or until the end given with --for. The lock outlives this command:
     /// it is never judged stale because its process exited, nor by `lock_ttl_s`.
     Acquire {

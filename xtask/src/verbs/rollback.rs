@@ -85,7 +85,7 @@ impl Rollback {
                 previous_good(&hist, &running)?
             }
         };
-        eprintln!("rollback to {target}");
+        sh.say(&format!("rollback to {target}"));
         let o = rollout::Options {
             strategy: self.strategy,
             rollback: false,
@@ -121,7 +121,7 @@ fn swarm_rollback<'a>(
             previous_good(&hist, &running)?
         }
     };
-    eprintln!("rollback to {target}");
+    sh.say(&format!("rollback to {target}"));
     let o = rollout::Options {
         strategy: rollout::Strategy::Handoff,
         rollback: false,
