@@ -17,8 +17,33 @@ pub struct Ctx {
     pub root: PathBuf,
     /// Running under GitHub Actions: workflow commands for masks, groups and errors.
     pub gha: bool,
+    /// How much a run prints (`-q` / `-v`, global flags; issue 15).
+    pub verbosity: Verbosity,
     secrets: RefCell<Vec<String>>,
     xs: xshell::Shell,
+}
+
+/// How much a run prints on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verbosity {
+    /// `-q`: only the result (errors and warnings still print).
+    Quiet,
+    /// Step headers and what each step found.
+    #[default]
+    Normal,
+    /// `-v`: also each remote script (masked) before it runs.
+    Verbose,
+}
+
+impl Verbosity {
+    /// From the global flags `-v` and `-q` (clap keeps them exclusive).
+    pub fn of(verbose: bool, quiet: bool) -> Verbosity {
+        match (verbose, quiet) {
+            (true, _) => Verbosity::Verbose,
+            (_, true) => Verbosity::Quiet,
+            _ => Verbosity::Normal,
+        }
+    }
 }
 
 /// What a finished process left: exit status and both streams (lossy UTF-8).
@@ -63,6 +88,7 @@ impl Ctx {
         Ok(Ctx {
             root,
             gha: std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true"),
+            verbosity: Verbosity::Normal,
             secrets: RefCell::new(Vec::new()),
             xs,
         })
@@ -88,6 +114,23 @@ impl Ctx {
             println!("::add-mask::{value}");
         }
         s.push(value.to_string());
+    }
+
+    /// Progress on stderr (masked): what a step found, what runs next. Silent under `-q`.
+    pub fn say(&self, msg: &str) {
+        if self.verbosity != Verbosity::Quiet {
+            eprintln!("{}", self.mask(msg));
+        }
+    }
+
+    /// Prints a command's error (masked; a GitHub `::error::` under Actions) and returns `code`.
+    pub fn report(&self, e: &anyhow::Error, code: u8) -> u8 {
+        let msg = self.mask(&format!("{e:#}"));
+        if self.gha {
+            println!("::error::{}", msg.replace('\n', "%0A"));
+        }
+        eprintln!("error: {msg}");
+        code
     }
 
     /// `text` with every registered secret replaced by `***`.

@@ -27,6 +27,12 @@ use verbs::*;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Print each remote script (secrets masked; they travel on stdin) on stderr as it runs.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    verbose: bool,
+    /// Print only the result: no step headers or progress (warnings and errors still print).
+    #[arg(short, long, global = true)]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -77,13 +83,14 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let sh = match ctx::Ctx::new() {
+    let mut sh = match ctx::Ctx::new() {
         Ok(sh) => sh,
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::from(1);
         }
     };
+    sh.verbosity = ctx::Verbosity::of(cli.verbose, cli.quiet);
     let result = match cli.cmd {
         Cmd::Sandbox(c) => c.run(&sh),
         Cmd::CheckEnv(c) => c.run(&sh),
@@ -106,13 +113,6 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let msg = sh.mask(&format!("{e:#}"));
-            if sh.gha {
-                println!("::error::{}", msg.replace('\n', "%0A"));
-            }
-            eprintln!("error: {msg}");
-            ExitCode::from(code_of(&e))
-        }
+        Err(e) => ExitCode::from(sh.report(&e, code_of(&e))),
     }
 }

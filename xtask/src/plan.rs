@@ -7,7 +7,7 @@
 
 use crate::core::signals;
 use crate::core::util::{sh_quote, tail};
-use crate::ctx::{Ctx, Output};
+use crate::ctx::{Ctx, Output, Verbosity};
 use crate::transport::Session;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -253,7 +253,20 @@ impl<'a> Executor<'a> {
 
     /// A remote script as a duct expression over the server's connection (streams).
     pub fn stream(&mut self, server: &str, script: &str, stdin: bool) -> Result<duct::Expression> {
+        if self.sh.verbosity == Verbosity::Verbose {
+            eprintln!("    [{server}] $ {}", self.sh.mask(script));
+        }
         self.transport.stream(server, script, stdin)
+    }
+
+    /// Under `-v`: the step's exact command (its script, masked; stdin only named), before it runs.
+    fn show(&self, step: &Step) {
+        if self.sh.verbosity == Verbosity::Verbose {
+            eprintln!(
+                "    $ {}",
+                self.sh.mask(&step.render()).replace('\n', "\n      ")
+            );
+        }
     }
 
     #[cfg_attr(not(test), allow(dead_code))]
@@ -272,6 +285,7 @@ impl<'a> Executor<'a> {
                 ..Output::default()
             });
         }
+        self.show(step);
         self.transport.exec(self.sh, step)
     }
 
@@ -322,16 +336,21 @@ impl<'a> Executor<'a> {
 
     /// A step header with its elapsed time: `==> title` ... `    ok (1.2s)`.
     pub fn step<T>(&mut self, title: &str, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let quiet = self.sh.verbosity == Verbosity::Quiet;
         if self.sh.gha {
             println!("::group::{title}");
         }
-        eprintln!("==> {title}");
+        if !quiet {
+            eprintln!("==> {title}");
+        }
         let t = Instant::now();
         let r = f(self);
         let secs = t.elapsed().as_secs_f64();
         self.timings.push((title.to_string(), secs));
         match &r {
+            Ok(_) if quiet => {}
             Ok(_) => eprintln!("    ok ({secs:.1}s)"),
+            Err(_) if quiet => eprintln!("==> {title}: FAILED ({secs:.1}s)"),
             Err(_) => eprintln!("    FAILED ({secs:.1}s)"),
         }
         if self.sh.gha {

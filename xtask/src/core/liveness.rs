@@ -106,6 +106,8 @@ pub fn holder(id: String, operation: &str, who: String, version: &str) -> LockHo
         pid_ns: me.pid_ns,
         start_ticks: me.start_ticks,
         workflow_run: workflow_run(),
+        message: String::new(),
+        expires_epoch: 0,
     }
 }
 
@@ -145,6 +147,10 @@ pub enum Liveness {
 ///    PID namespace → alive when its pid runs with the recorded start time, else stale (gone, or the
 ///    pid now belongs to another process); another PID namespace → unknown;
 /// 4. anything else → unknown.
+///
+/// A maintenance window (operation `maintenance`, `lock acquire -m`; issue 15) is judged by none of
+/// these: the process that took it has exited on purpose. It is alive until `lock release`, or,
+/// with an end (`expires_epoch`, `lock acquire --for`), stale after that end.
 pub fn judge(
     h: &LockHolder,
     ttl_s: u64,
@@ -153,6 +159,24 @@ pub fn judge(
     run: Option<&WorkflowRun>,
     ticks_of: impl Fn(u32) -> Option<u64>,
 ) -> Liveness {
+    if h.operation == super::records::MAINTENANCE {
+        return match h.expires_epoch {
+            0 => Liveness::Alive(format!(
+                "a maintenance window (\"{}\"), held until `lock release`",
+                h.message
+            )),
+            end if now >= end => Liveness::Stale(format!(
+                "its maintenance window (\"{}\") ended {}s ago",
+                h.message,
+                now - end
+            )),
+            end => Liveness::Alive(format!(
+                "a maintenance window (\"{}\"), {}s left",
+                h.message,
+                end - now
+            )),
+        };
+    }
     let age = now.saturating_sub(h.started_epoch);
     if h.started_epoch > 0 && age > ttl_s {
         return Liveness::Stale(format!("older than the {ttl_s}s TTL ({age}s)"));
@@ -339,6 +363,28 @@ mod tests {
         assert!(me.start_ticks > 0);
         assert_eq!(start_ticks(me.pid), Some(me.start_ticks));
         assert!(me.pid_ns.starts_with("pid:["), "{}", me.pid_ns);
+    }
+
+    #[test]
+    fn a_maintenance_window_outlives_its_process_and_the_ttl_and_ends_at_its_end() {
+        let mut h = holder(&me());
+        h.operation = "maintenance".into();
+        h.message = "disk swap".into();
+        // Its process is gone and it is older than the TTL: still held.
+        let v = judge(&h, 600, 5000, &me(), None, |_| None);
+        assert!(
+            matches!(v, Liveness::Alive(ref w) if w.contains("disk swap")),
+            "{v:?}"
+        );
+        h.expires_epoch = 8000;
+        assert!(matches!(
+            judge(&h, 600, 7999, &me(), None, |_| None),
+            Liveness::Alive(_)
+        ));
+        assert!(matches!(
+            judge(&h, 600, 8000, &me(), None, |_| None),
+            Liveness::Stale(ref w) if w.contains("ended")
+        ));
     }
 
     /// Cloned VMs (a template never re-generalized) and containers of one image share

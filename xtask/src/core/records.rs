@@ -35,7 +35,16 @@ pub struct LockHolder {
     pub start_ticks: u64,
     /// Under GitHub Actions: the workflow run holding the lock.
     pub workflow_run: Option<WorkflowRun>,
+    /// A maintenance window's message (`lock acquire -m MSG`, operation `maintenance`; issue 15).
+    pub message: String,
+    /// Unix seconds a maintenance window ends (`lock acquire --for`); 0: held until `lock
+    /// release`. A maintenance lock is never judged stale by its process's death
+    /// (`core::liveness::judge`).
+    pub expires_epoch: u64,
 }
+
+/// The operation name of a maintenance window's lock.
+pub const MAINTENANCE: &str = "maintenance";
 
 /// A GitHub Actions workflow run (the `GITHUB_*` variables of the runner).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
@@ -101,6 +110,15 @@ pub struct HistoryRecord {
     /// Seconds.
     pub duration_s: f64,
     pub steps: Vec<StepTime>,
+    /// The controller's host name (issue 15).
+    pub host: String,
+    /// Under GitHub Actions: the workflow run that did it.
+    pub workflow_run: Option<WorkflowRun>,
+    /// The tool's version (`CARGO_PKG_VERSION`).
+    pub tool_version: String,
+    /// The git revision of the checkout the tool ran from (`git rev-parse --short HEAD`, with
+    /// `-dirty` when its tree had changes; empty outside a git checkout).
+    pub tool_revision: String,
 }
 
 /// `.deploy/last_good_tag`: one line `VERSION DIGEST` (the contract's name, §1).
@@ -134,6 +152,7 @@ mod tests {
         .unwrap();
         assert_eq!(h.outcome, Outcome::Success);
         assert!(h.steps.is_empty());
+        assert!(h.host.is_empty() && h.workflow_run.is_none() && h.tool_revision.is_empty());
         let l: LockHolder = serde_json::from_str(r#"{"id":"x","pid":7}"#).unwrap();
         assert_eq!((l.id.as_str(), l.pid, l.started_epoch), ("x", 7, 0));
         assert_eq!(

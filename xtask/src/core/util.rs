@@ -69,7 +69,6 @@ pub fn now_rfc3339() -> String {
 }
 
 /// UTC `YYYY-MM-DDTHH:MM:SSZ` from Unix seconds.
-#[cfg(test)]
 pub fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
 }

@@ -40,6 +40,37 @@ pub fn who() -> String {
     format!("{user}@{}{via}", hostname())
 }
 
+/// The git revision of the checkout the tool runs from (the repository root whose compose file and
+/// config it deploys): `git rev-parse --short HEAD`, `-dirty` appended when tracked files have
+/// changes; empty when it is not a git checkout. Read once per process.
+pub fn tool_revision(sh: &Ctx) -> String {
+    static REV: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    REV.get_or_init(|| {
+        let Ok(rev) = sh.read(xshell::cmd!(sh, "git rev-parse --short HEAD")) else {
+            return String::new();
+        };
+        let dirty = sh
+            .read(xshell::cmd!(
+                sh,
+                "git status --porcelain --untracked-files=no"
+            ))
+            .map(|s| !s.is_empty())
+            .unwrap_or(false);
+        format!("{rev}{}", if dirty { "-dirty" } else { "" })
+    })
+    .clone()
+}
+
+/// Fills a history record's provenance (issue 15): the controller's host, the workflow run under
+/// GitHub Actions, the tool's version and revision.
+pub fn stamp(sh: &Ctx, mut rec: HistoryRecord) -> HistoryRecord {
+    rec.host = hostname();
+    rec.workflow_run = crate::core::liveness::workflow_run();
+    rec.tool_version = env!("CARGO_PKG_VERSION").to_string();
+    rec.tool_revision = tool_revision(sh);
+    rec
+}
+
 /// The server's `.env` for `version`, with this run's secrets (`secrets`: registered for masking,
 /// written so compose v1 and v2 read them back exactly, or carried over from the server's `.env`;
 /// a missing required or unrepresentable one is refused, exit 2).
@@ -91,7 +122,7 @@ pub fn gate_step(x: &mut Executor, step: &Step) -> Result<Gate> {
     let out = x.step_of(step, |x| x.exec(step))?;
     let gate = server::gate::parse(&out.stdout);
     for l in &gate.lines {
-        eprintln!("    {}", x.sh.mask(l));
+        x.sh.say(&format!("    {}", x.sh.mask(l)));
     }
     Ok(gate)
 }

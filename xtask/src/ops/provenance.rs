@@ -151,7 +151,7 @@ fn decide(
 ) -> Result<()> {
     match recorded {
         Recorded::Found { digest, from } if digest == served => {
-            eprintln!("    digest {served} matches git tag {version} ({from})");
+            sh.say(&format!("    digest {served} matches git tag {version} ({from})"));
             Ok(())
         }
         Recorded::Found { digest, from } => Err(fail(format!(

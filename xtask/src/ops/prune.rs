@@ -161,7 +161,7 @@ pub fn prune(
             ss::remove_files(env, &names),
         ))?;
     }
-    eprintln!(
+    x.sh.say(&format!(
         "    kept {} valid snapshot(s) (protected: {}), deleted {}{}",
         sel.keep.len(),
         if sel.protected.is_empty() {
@@ -175,7 +175,7 @@ pub fn prune(
         } else {
             format!(", removed stale partial files {}", sel.stale.join(", "))
         }
-    );
+    ));
     Ok(sel)
 }
 

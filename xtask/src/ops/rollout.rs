@@ -224,7 +224,7 @@ pub fn rollout<'a>(
         .as_ref()
         .map(|l| l.version.clone())
         .unwrap_or_default();
-    eprintln!(
+    sh.say(&format!(
         "    compose: {}; running: {}; last good: {}",
         c.describe(),
         if probe.running.is_empty() {
@@ -237,7 +237,7 @@ pub fn rollout<'a>(
         } else {
             &last_good
         }
-    );
+    ));
     let pay = Payload::read(sh, env, version, o.kind)?;
     let running_version = server::tag_of(&probe.running);
     // The version asked for runs and nothing it is given changed: verify it, stop nothing. (A
@@ -339,7 +339,9 @@ fn interrupted_verdict(sig: i32, version: &str, result: Result<Verdict>) -> Resu
 /// exit 5), a healthy verification writes them again under the lock (history kind `repair`).
 fn verify_running(run: &mut Run) -> Result<Verdict> {
     let (x, st, version) = (&mut *run.x, &run.st, run.version);
-    eprintln!("    {version} is already running: verifying it (nothing is stopped or changed)");
+    run.sh.say(&format!(
+        "    {version} is already running: verifying it (nothing is stopped or changed)"
+    ));
     let mut gate = super::gate_step(x, &st.gate(version))?;
     // This run did not start it: its start line is in its own output (`docker logs`), and
     // `logs/observer.log` may have been rotated since.
@@ -497,12 +499,12 @@ fn execute_step(
                     },
                 )
             })?;
-            eprintln!(
+            run.sh.say(&format!(
                 "    snapshot {} ({} bytes{})",
                 m.id,
                 m.archive.size,
                 m.incremental_note()
-            );
+            ));
             run.snapshot = Some(m.id);
         }
         "candidate" => {
@@ -518,7 +520,7 @@ fn execute_step(
         }
         "soak" => {
             let out = run.x.step_of(step, |x| x.exec(step))?;
-            eprintln!("    {}", out.stdout.trim());
+            run.sh.say(&format!("    {}", out.stdout.trim()));
             if !out.stdout.starts_with("ok soak") {
                 let why = out.stdout.trim().trim_start_matches("fail ").to_string();
                 return recovery::candidate_failed(run, vec![why]).map(Some);

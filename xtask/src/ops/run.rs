@@ -8,11 +8,11 @@ use crate::config::Env;
 use crate::core::contract::{COMPOSE_PATH, CONFIG_PATH};
 use crate::core::exit::fail;
 use crate::core::liveness::{self, Liveness};
-use crate::core::records::{HistoryRecord, LockHolder, Outcome, StepTime};
+use crate::core::records::{HistoryRecord, LockHolder, Outcome, StepTime, MAINTENANCE};
 use crate::core::util::{now_rfc3339, random_hex, round3, tail};
 use crate::ctx::Ctx;
-use crate::plan::{Executor, Step};
-use crate::server::app;
+use crate::plan::{Cmd, Executor, Step};
+use crate::server::{app, lock};
 use anyhow::{Context, Result};
 use std::time::Instant;
 
@@ -39,6 +39,8 @@ pub struct Options {
     pub allow_downgrade: bool,
     /// Deploy without a digest recorded in the annotated git tag (`--allow-unverified`).
     pub allow_unverified: bool,
+    /// Seconds to wait for a lock held by a live holder before refusing (`--lock-wait`; 0: none).
+    pub lock_wait_s: u64,
 }
 
 /// What a deploy uploads and feeds on stdin, read before anything runs.
@@ -96,61 +98,28 @@ pub struct Run<'r, 'a> {
 
 impl Run<'_, '_> {
     pub fn record(&self, outcome: Outcome, kind: &str, version: &str) -> HistoryRecord {
-        HistoryRecord {
-            kind: kind.into(),
-            version: version.into(),
-            digest: (version == self.version).then(|| self.digest.to_string()),
-            outcome,
-            who: who(),
-            when: now_rfc3339(),
-            previous: self.running.to_string(),
-            snapshot: self.snapshot.clone(),
-            rollback_of: (version != self.version).then(|| self.version.to_string()),
-            failed: Vec::new(),
-            duration_s: round3(self.t0.elapsed().as_secs_f64()),
-            steps: timings(self.x),
-        }
+        super::stamp(
+            self.sh,
+            HistoryRecord {
+                kind: kind.into(),
+                version: version.into(),
+                digest: (version == self.version).then(|| self.digest.to_string()),
+                outcome,
+                who: who(),
+                when: now_rfc3339(),
+                previous: self.running.to_string(),
+                snapshot: self.snapshot.clone(),
+                rollback_of: (version != self.version).then(|| self.version.to_string()),
+                failed: Vec::new(),
+                duration_s: round3(self.t0.elapsed().as_secs_f64()),
+                steps: timings(self.x),
+                ..HistoryRecord::default()
+            },
+        )
     }
 
     pub fn lock(&mut self, step: &Step) -> Result<()> {
-        let ttl = self.env.cfg.lock_ttl_s;
-        let env = self.env;
-        self.x.step_of(step, |x| {
-            for attempt in 0..2 {
-                let out = x.exec(step)?;
-                if out.ok {
-                    return Ok(());
-                }
-                let text = out.stdout.lines().next().unwrap_or("").to_string();
-                let h: LockHolder = serde_json::from_str(&text).unwrap_or_default();
-                let verdict = liveness::judge_here(&h, ttl);
-                if let (0, Liveness::Stale(why)) = (attempt, &verdict) {
-                    eprintln!(
-                        "    the lock's holder ({} {}, pid {}) is stale: {why}; breaking its lock",
-                        if h.operation.is_empty() { "deploying" } else { &h.operation },
-                        h.version,
-                        h.pid
-                    );
-                    x.run(&Steps::new(env, &server_of(step)).unlock(&h.id))?;
-                    continue;
-                }
-                let judged = match verdict {
-                    Liveness::Alive(why) => format!(" — alive: {why}"),
-                    Liveness::Unknown => format!(" — it may still be running (another machine or PID namespace); it becomes stale after the {ttl}s TTL, or break it with `cargo xtask lock release --force --env {}` once you know it is dead", env.name),
-                    Liveness::Stale(why) => format!(" — stale ({why}) but it could not be broken"),
-                };
-                return Err(fail(format!(
-                    "the deploy lock is held by {} (pid {}, {} {}, since {}){}{judged}",
-                    if h.who.is_empty() { "unknown" } else { &h.who },
-                    h.pid,
-                    if h.operation.is_empty() { "deploying" } else { &h.operation },
-                    h.version,
-                    h.started,
-                    h.workflow_run.as_ref().map(|r| format!(", workflow run {}", r.url)).unwrap_or_default(),
-                )));
-            }
-            Err(fail("the deploy lock could not be taken"))
-        })?;
+        take_lock(self.x, self.env, step, self.o.lock_wait_s)?;
         self.locked = true;
         Ok(())
     }
@@ -197,7 +166,7 @@ release it: cargo xtask lock release --env {}",
                 self.digest
             )));
         }
-        eprintln!("    pulled {got}");
+        self.sh.say(&format!("    pulled {got}"));
         Ok(())
     }
 
@@ -210,6 +179,107 @@ release it: cargo xtask lock release --env {}",
         }
         Ok(())
     }
+}
+
+/// Runs the lock step `step` (`Steps::lock`, the holder on stdin) under its header. A held lock
+/// is judged (`core::liveness`): a stale holder's lock is broken (by its id) and taken; a live or
+/// unknown one (or a maintenance window) is waited for up to `wait_s` seconds on the server
+/// (`server::lock::acquire_wait`, over the same connection), then refused with exit 1 naming the
+/// holder, its maintenance message, and how to recover.
+pub fn take_lock(x: &mut Executor, env: &Env, step: &Step, wait_s: u64) -> Result<()> {
+    let ttl = env.cfg.lock_ttl_s;
+    x.step_of(step, |x| {
+        let (mut broke, mut waited) = (false, false);
+        let mut attempt = step.clone();
+        loop {
+            let out = x.exec(&attempt)?;
+            if out.ok {
+                return Ok(());
+            }
+            let text = out.stdout.lines().next().unwrap_or("").to_string();
+            let h: LockHolder = serde_json::from_str(&text).unwrap_or_default();
+            let verdict = liveness::judge_here(&h, ttl);
+            if let (false, Liveness::Stale(why)) = (broke, &verdict) {
+                eprintln!(
+                    "    the lock's holder ({} {}, pid {}) is stale: {why}; breaking its lock",
+                    operation(&h),
+                    h.version,
+                    h.pid
+                );
+                x.run(&Steps::new(env, &server_of(step)).unlock(&h.id))?;
+                broke = true;
+                continue;
+            }
+            if wait_s > 0 && !waited && !matches!(verdict, Liveness::Stale(_)) {
+                x.sh.say(&format!(
+                    "    the lock is held by {} ({} {}): waiting up to {wait_s}s for it to be released",
+                    who_of(&h),
+                    operation(&h),
+                    h.version
+                ));
+                attempt.cmd = Cmd::Remote(lock::acquire_wait(env, wait_s));
+                waited = true;
+                continue;
+            }
+            let waited = if waited {
+                format!(" (waited {wait_s}s)")
+            } else {
+                String::new()
+            };
+            return Err(fail(refusal(&h, &verdict, env, ttl) + &waited));
+        }
+    })
+}
+
+fn operation(h: &LockHolder) -> &str {
+    if h.operation.is_empty() {
+        "deploying"
+    } else {
+        &h.operation
+    }
+}
+
+fn who_of(h: &LockHolder) -> &str {
+    if h.who.is_empty() {
+        "unknown"
+    } else {
+        &h.who
+    }
+}
+
+/// Why a held lock refuses this run, naming its holder (and a maintenance window's message).
+pub fn refusal(h: &LockHolder, verdict: &Liveness, env: &Env, ttl: u64) -> String {
+    if h.operation == MAINTENANCE {
+        return format!(
+            "a maintenance window is open: \"{}\" (the deploy lock is held by {} since {}{}): deploys, rollbacks and restores are refused until `cargo xtask lock release --env {}` ends it",
+            h.message,
+            who_of(h),
+            h.started,
+            if h.expires_epoch > 0 {
+                format!(", until {}", crate::core::util::rfc3339(h.expires_epoch))
+            } else {
+                String::new()
+            },
+            env.name
+        );
+    }
+    let judged = match verdict {
+        Liveness::Alive(why) => format!(" — alive: {why}"),
+        Liveness::Unknown => format!(" — it may still be running (another machine or PID namespace); it becomes stale after the {ttl}s TTL, or break it with `cargo xtask lock release --force --env {}` once you know it is dead", env.name),
+        Liveness::Stale(why) => format!(" — stale ({why}) but it could not be broken"),
+    };
+    format!(
+        "the deploy lock is held by {} (pid {}, {} {}, since {}){}{judged}",
+        who_of(h),
+        h.pid,
+        operation(h),
+        h.version,
+        h.started,
+        h.workflow_run
+            .as_ref()
+            .map(|r| format!(", workflow run {}", r.url))
+            .unwrap_or_default(),
+    )
 }
 
 pub fn server_of(step: &Step) -> String {

@@ -189,7 +189,7 @@ pub fn describe(all: &[Secret]) -> String {
 /// comes from. Deploy and rollback call it first.
 pub fn preflight(sh: &Ctx, env: &Env) -> Result<()> {
     let all = collect(sh, env)?;
-    eprintln!("secrets: {}", describe(&all));
+    sh.say(&format!("secrets: {}", describe(&all)));
     Ok(())
 }
 

@@ -12,7 +12,8 @@ pub use super::snapshot_stream::{read_back, read_manifest};
 use super::steps::Steps;
 use crate::config::Env;
 use crate::core::exit::fail;
-use crate::core::util::{now_rfc3339, random_hex};
+use crate::core::records::{HistoryRecord, Outcome};
+use crate::core::util::{now_rfc3339, random_hex, round3};
 use crate::ctx::Ctx;
 use crate::plan::{Executor, Step};
 use crate::server::snapshot::{self as ss, Access, Delta, Listed, Manifest};
@@ -178,10 +179,10 @@ pub fn create_by(
                     }
                 }
             }
-            None => eprintln!(
+            None => x.sh.say(&format!(
                 "    no snapshot to build on (none with a recorded state, or its chain is {} deep): a full snapshot",
                 sd::MAX_DEPTH
-            ),
+            )),
         }
     }
     let made = (|| -> Result<sr::ReadBack> {
@@ -304,6 +305,7 @@ pub fn list(x: &mut Executor, env: &Env, server: &str) -> Result<Vec<Listed>> {
 /// recorded version behind the health gate. Returns the folder the replaced state was moved to
 /// (relative to the deploy root).
 pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) -> Result<String> {
+    let t0 = std::time::Instant::now();
     let Found { route, root } = route(x, server)?;
     let (m, chain) = x.step(&format!("Verify snapshot {id}"), |x| {
         let m = read_manifest(x, env, server, id)?;
@@ -334,13 +336,13 @@ pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) ->
     let lock_id = format!("restore-{id}");
     let holder =
         crate::core::liveness::holder(lock_id.clone(), "restore", super::who(), &m.version);
-    let lock = x.exec(&st.lock(&holder))?;
-    if !lock.ok {
-        return Err(fail(format!(
-            "a deploy lock is held ({}): refusing to restore; see `cargo xtask lock status`",
-            lock.stdout.lines().next().unwrap_or("").trim()
-        )));
-    }
+    // A live holder (a deploy, a maintenance window) refuses the restore, naming it; a stale one
+    // is broken (`ops::run::take_lock`).
+    super::run::take_lock(x, env, &st.lock(&holder), 0).map_err(|e| {
+        fail(format!(
+            "{e:#}\nrefusing to restore: nothing was stopped or changed"
+        ))
+    })?;
     // From here on a signal never stops the restore between its steps: once the service
     // stops, only a started service (or a failure saying it is down) is a safe end.
     x.interruptible = false;
@@ -436,6 +438,37 @@ pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) ->
         }
         Ok(())
     });
+    // The audit trail and the deploy-outcome textfile (issue 15), best effort under the lock.
+    let rec = super::stamp(
+        sh,
+        HistoryRecord {
+            kind: "restore".into(),
+            version: m.version.clone(),
+            outcome: if started.is_ok() {
+                Outcome::Success
+            } else {
+                Outcome::Failed
+            },
+            who: super::who(),
+            when: now_rfc3339(),
+            previous: probe.running.clone(),
+            snapshot: Some(id.to_string()),
+            failed: started
+                .as_ref()
+                .err()
+                .map(|e| vec![sh.mask(&format!("{e:#}"))])
+                .unwrap_or_default(),
+            duration_s: round3(t0.elapsed().as_secs_f64()),
+            steps: super::run::timings(x),
+            ..HistoryRecord::default()
+        },
+    );
+    if let Err(e) = x.run_step(&st.history(&rec)) {
+        eprintln!(
+            "warning: the restore could not be recorded in the history: {}",
+            sh.mask(&format!("{e:#}"))
+        );
+    }
     let _ = x.run(&st.unlock(&lock_id));
     started.map_err(|e| {
         fail(format!(

@@ -252,8 +252,8 @@ impl<'a> Steps<'a> {
         line.push(b'\n');
         self.remote(
             "history",
-            "Append to .deploy/history.jsonl",
-            history::append(self.env),
+            "Append to .deploy/history.jsonl (and write the deploy-outcome textfile)",
+            history::append(self.env, history::DeployOutcome::of(record).as_ref()),
         )
         .data_stdin(line)
     }

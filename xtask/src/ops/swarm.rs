@@ -361,20 +361,24 @@ fn stack_hashes(env_text: &str, stack: &str) -> Vec<String> {
 }
 
 fn history(run: &Run, outcome: Outcome, failed: Vec<String>) -> HistoryRecord {
-    HistoryRecord {
-        kind: run.o.kind.into(),
-        version: run.version.into(),
-        digest: Some(run.digest.into()),
-        outcome,
-        who: who(),
-        when: now_rfc3339(),
-        previous: run.running.to_string(),
-        snapshot: None,
-        rollback_of: None,
-        failed,
-        duration_s: round3(run.t0.elapsed().as_secs_f64()),
-        steps: timings(run.x),
-    }
+    super::stamp(
+        run.sh,
+        HistoryRecord {
+            kind: run.o.kind.into(),
+            version: run.version.into(),
+            digest: Some(run.digest.into()),
+            outcome,
+            who: who(),
+            when: now_rfc3339(),
+            previous: run.running.to_string(),
+            snapshot: None,
+            rollback_of: None,
+            failed,
+            duration_s: round3(run.t0.elapsed().as_secs_f64()),
+            steps: timings(run.x),
+            ..HistoryRecord::default()
+        },
+    )
 }
 
 /// Prints the service's logs and recent tasks after a failure.

@@ -14,6 +14,9 @@ use std::rc::Rc;
 pub(super) const DIGEST: &str =
     "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
+/// A step the fake ran: (id, script, stdin).
+pub(super) type Ran = (&'static str, String, Vec<u8>);
+
 /// Answers by step id (queued answers first, then the default: success, no output); records the
 /// id of every step it is asked to run.
 #[derive(Default, Clone)]
@@ -22,6 +25,8 @@ pub(super) struct Fake {
     log: Rc<RefCell<Vec<&'static str>>>,
     /// A signal "received" while the step with this id runs (`core::signals::simulate`).
     pub(super) signal_at: Rc<RefCell<Option<(&'static str, i32)>>>,
+    /// (id, script, stdin) of every step run, in order.
+    pub(super) scripts: Rc<RefCell<Vec<Ran>>>,
 }
 
 pub(super) fn ok(stdout: &str) -> Output {
@@ -59,6 +64,13 @@ impl Fake {
 impl Transport for Fake {
     fn exec(&mut self, _sh: &Ctx, step: &Step) -> Result<Output> {
         self.log.borrow_mut().push(step.id);
+        let stdin = match &step.input {
+            crate::plan::Input::None => Vec::new(),
+            crate::plan::Input::Secret(d) | crate::plan::Input::Data(d) => d.clone(),
+        };
+        self.scripts
+            .borrow_mut()
+            .push((step.id, step.script().to_string(), stdin));
         if let Some((id, sig)) = *self.signal_at.borrow() {
             if id == step.id {
                 crate::core::signals::simulate(sig);
@@ -117,6 +129,7 @@ pub(super) fn opts(rollback: bool) -> Options {
         kind: "deploy",
         allow_downgrade: false,
         allow_unverified: false,
+        lock_wait_s: 0,
     }
 }
 
@@ -584,6 +597,7 @@ fn a_running_observer_without_the_writer_lock_is_replaced_by_recreate() {
     assert!(!log.contains(&"candidate"), "{log:?}");
 }
 
+mod audit;
 mod endings;
 mod foreign_and_prune;
 mod interrupts;

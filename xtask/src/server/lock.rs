@@ -11,6 +11,14 @@ pub fn acquire(env: &Env) -> String {
     format!("mkdir -p {d} && if mkdir {d}/lock 2>/dev/null; then cat > {d}/lock/holder.json && echo acquired; else cat {d}/lock/holder.json 2>/dev/null; echo; echo held; exit 1; fi")
 }
 
+/// [`acquire`], waiting up to `wait_s` seconds (polling once a second, on the server: one
+/// connection) while the lock is held (`deploy --lock-wait`). Prints `acquired`, or after the
+/// wait the holder's record and `held` (exit 1).
+pub fn acquire_wait(env: &Env, wait_s: u64) -> String {
+    let d = q(&deploy_dir(env));
+    format!("mkdir -p {d} && i=0; while ! mkdir {d}/lock 2>/dev/null; do if [ \"$i\" -ge {wait_s} ]; then cat {d}/lock/holder.json 2>/dev/null; echo; echo held; exit 1; fi; sleep 1; i=$((i+1)); done; cat > {d}/lock/holder.json && echo acquired")
+}
+
 /// Releases the lock only when the holder record carries `id`: prints `released`, `absent` (no
 /// lock) or `not-ours` (another holder's: left alone); exits non-zero when it cannot be removed.
 pub fn release(env: &Env, id: &str) -> String {

@@ -50,6 +50,11 @@ pub struct Deploy {
     /// loudly). A digest that differs from the recorded one is refused regardless.
     #[arg(long)]
     allow_unverified: bool,
+    /// When a live holder (another deploy, a maintenance window) has the deploy lock, wait up to
+    /// SECONDS for it to be released instead of failing (polled on the server, over the one SSH
+    /// connection). A stale lock is broken at once, as without it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    lock_wait: u64,
 }
 
 impl Deploy {
@@ -78,6 +83,7 @@ impl Deploy {
             kind: "deploy",
             allow_downgrade: self.allow_downgrade,
             allow_unverified: self.allow_unverified,
+            lock_wait_s: self.lock_wait,
         };
         if env.is_swarm() {
             if self.strategy == rollout::Strategy::Recreate || self.no_rollback {

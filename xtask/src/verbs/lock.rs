@@ -1,9 +1,10 @@
-//! `cargo xtask lock status|release [--force]`: inspect or break the server's deploy lock.
+//! `cargo xtask lock status|acquire|release`: inspect the server's deploy lock, open a maintenance
+//! window (issue 15), or release and break the lock.
 
 use crate::config;
 use crate::core::exit::fail;
 use crate::core::liveness::{judge_here, Liveness};
-use crate::core::records::LockHolder;
+use crate::core::records::{LockHolder, MAINTENANCE};
 use crate::core::util::epoch;
 use crate::ctx::Ctx;
 use crate::ops;
@@ -24,8 +25,23 @@ pub struct Lock {
 enum LockCmd {
     /// Who holds the deploy lock, since when, and whether it is stale.
     Status,
-    /// Release the lock: a stale one (older than the TTL, its holder's process on this machine
-    /// gone, or its workflow run finished) as it is; one that is not stale needs --force.
+    /// Open a maintenance window: take the deploy lock with a message (-m MSG [--for 2h]).
+    ///
+    /// The lock's operation is `maintenance`. Deploys, rollbacks and restores are refused (exit 1, naming the message and who holds it)
+    /// until `lock release`, or until the end given with --for. The lock outlives this command:
+    /// it is never judged stale because its process exited, nor by `lock_ttl_s`.
+    Acquire {
+        /// Why (shown to everyone the lock refuses, and by `lock status`).
+        #[arg(short, long, value_name = "MSG")]
+        message: String,
+        /// End the window by itself after this long (`90m`, `2h`): after that it is stale and the
+        /// next deploy breaks it. Without it the window lasts until `lock release`.
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// Release the lock: a maintenance window, or a stale lock (older than the TTL, its holder's
+    /// process on this machine gone, or its workflow run finished), as it is (no id needed);
+    /// another one that is not stale needs --force.
     Release {
         #[arg(long)]
         force: bool,
@@ -37,6 +53,9 @@ impl Lock {
         let file = config::load(sh)?;
         let env = config::environment(sh, &file, &self.env)?;
         let (mut x, server) = ops::connect(sh, &env, false)?;
+        if let LockCmd::Acquire { message, duration } = &self.cmd {
+            return acquire(&mut x, &env, &server.name, message, *duration);
+        }
         let out = x.run(
             &Step::remote("lock-read", "Read the lock", &server.name, lock::read(&env)).read_only(),
         )?;
@@ -49,6 +68,10 @@ impl Lock {
         let age = epoch().saturating_sub(h.started_epoch);
         let verdict = judge_here(&h, env.cfg.lock_ttl_s);
         let stale = matches!(verdict, Liveness::Stale(_));
+        let maintenance = h.operation == MAINTENANCE;
+        if maintenance {
+            println!("lock: maintenance window: \"{}\"", h.message);
+        }
         println!(
             "lock: held by {} (pid {}, {} {}, since {}, {age}s ago{}){}",
             h.who,
@@ -74,11 +97,11 @@ impl Lock {
             }
         );
         match self.cmd {
-            LockCmd::Status => Ok(()),
+            LockCmd::Status | LockCmd::Acquire { .. } => Ok(()),
             LockCmd::Release { force } => {
-                // A stale lock is released by its holder's id: if that holder released it and
-                // someone else took the lock in between, theirs stays.
-                let stale_by_id = stale && !h.id.is_empty();
+                // A stale lock (or a maintenance window) is released by its holder's id: if that
+                // holder released it and someone else took the lock in between, theirs stays.
+                let stale_by_id = (stale || maintenance) && !h.id.is_empty();
                 if !force && !stale_by_id {
                     return Err(fail(if stale {
                         "the lock is stale but its holder record is unreadable: pass --force to break it"
@@ -89,7 +112,14 @@ impl Lock {
                 let (script, how) = if force {
                     (lock::force_release(&env), "forced")
                 } else {
-                    (lock::release(&env, &h.id), "stale")
+                    (
+                        lock::release(&env, &h.id),
+                        if maintenance {
+                            "maintenance window ended"
+                        } else {
+                            "stale"
+                        },
+                    )
                 };
                 x.run(&Step::remote(
                     "lock-break",
@@ -112,4 +142,43 @@ impl Lock {
             }
         }
     }
+}
+
+/// `lock acquire -m MSG [--for D]`: takes the lock as a maintenance window (the holder record of
+/// this process, operation `maintenance`, the message and its end). A held lock refuses it (exit 1)
+/// naming the holder; a stale one is broken first (`ops::run::take_lock`).
+fn acquire(
+    x: &mut crate::plan::Executor,
+    env: &config::Env,
+    server: &str,
+    message: &str,
+    duration: Option<std::time::Duration>,
+) -> Result<()> {
+    if message.trim().is_empty() {
+        return Err(crate::core::exit::usage(
+            "lock acquire: -m MSG must say why",
+        ));
+    }
+    let mut h = crate::core::liveness::holder(
+        crate::core::util::random_hex(8)?,
+        MAINTENANCE,
+        ops::who(),
+        "",
+    );
+    h.message = message.to_string();
+    h.expires_epoch = duration.map(|d| h.started_epoch + d.as_secs()).unwrap_or(0);
+    let st = ops::steps::Steps::new(env, server);
+    ops::run::take_lock(x, env, &st.lock(&h), 0)?;
+    println!(
+        "lock: maintenance window open: \"{message}\"; deploys, rollbacks and restores are refused {}",
+        match duration {
+            Some(_) => format!(
+                "until {} (or `cargo xtask lock release --env {}`)",
+                crate::core::util::rfc3339(h.expires_epoch),
+                env.name
+            ),
+            None => format!("until `cargo xtask lock release --env {}`", env.name),
+        }
+    );
+    Ok(())
 }

@@ -35,6 +35,9 @@ pub struct Rollback {
     /// Go back to a version with no digest recorded in its annotated git tag (says so loudly).
     #[arg(long)]
     allow_unverified: bool,
+    /// When a live holder has the deploy lock, wait up to SECONDS for it (as `deploy --lock-wait`).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    lock_wait: u64,
 }
 
 impl Rollback {
@@ -56,7 +59,8 @@ impl Rollback {
                     env.name
                 )));
             }
-            return swarm_rollback(sh, &env, self.to, self.dry_run, self.allow_unverified, x);
+            let flags = (self.dry_run, self.allow_unverified, self.lock_wait);
+            return swarm_rollback(sh, &env, self.to, flags, x);
         }
         if self.restore {
             let (running, hist) = ops::running_and_history(&mut x, &env, &server.name)?;
@@ -81,7 +85,7 @@ impl Rollback {
                 previous_good(&hist, &running)?
             }
         };
-        eprintln!("rollback to {target}");
+        sh.say(&format!("rollback to {target}"));
         let o = rollout::Options {
             strategy: self.strategy,
             rollback: false,
@@ -92,6 +96,7 @@ impl Rollback {
             // Going back is the point: a lower version is expected.
             allow_downgrade: true,
             allow_unverified: self.allow_unverified,
+            lock_wait_s: self.lock_wait,
         };
         rollout::deploy(sh, &env, &target, &o, x)
     }
@@ -103,8 +108,7 @@ fn swarm_rollback<'a>(
     sh: &'a Ctx,
     env: &'a config::Env,
     to: Option<String>,
-    dry_run: bool,
-    allow_unverified: bool,
+    (dry_run, allow_unverified, lock_wait_s): (bool, bool, u64),
     mut x: crate::plan::Executor<'a>,
 ) -> Result<()> {
     let server = env.servers[0].name.clone();
@@ -117,7 +121,7 @@ fn swarm_rollback<'a>(
             previous_good(&hist, &running)?
         }
     };
-    eprintln!("rollback to {target}");
+    sh.say(&format!("rollback to {target}"));
     let o = rollout::Options {
         strategy: rollout::Strategy::Handoff,
         rollback: false,
@@ -127,6 +131,7 @@ fn swarm_rollback<'a>(
         kind: "rollback",
         allow_downgrade: true,
         allow_unverified,
+        lock_wait_s,
     };
     ops::swarm::deploy(sh, env, &target, &o, x)
 }

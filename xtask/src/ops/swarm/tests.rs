@@ -131,6 +131,7 @@ fn opts() -> Options {
         kind: "deploy",
         allow_downgrade: false,
         allow_unverified: false,
+        lock_wait_s: 0,
     }
 }
 
