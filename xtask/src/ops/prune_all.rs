@@ -11,12 +11,11 @@
 use super::prune::{self, Selection};
 use super::steps::Steps;
 use crate::config::Env;
-use crate::core::exit::fail;
 use crate::core::records::HistoryRecord;
 use crate::core::util::random_hex;
 use crate::plan::{Executor, Step};
 use crate::server::{self, app, prune as sp, snapshot as ss};
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 /// One thing a prune removes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,21 +172,18 @@ pub struct Outcome {
 }
 
 /// The prune: lock, probe, scan, [`choose`], remove, unlock (released whatever happened, the
-/// removals' failure included). Errors: the lock is held (exit 1, nothing removed), a step
+/// removals' failure included). Errors: the lock is held by a live holder or a maintenance window
+/// (exit 1, nothing removed; a stale holder's lock is broken as a deploy breaks it), a step
 /// failed (exit 1; what was removed before it is printed by the step).
 pub fn run(x: &mut Executor, env: &Env, server_name: &str) -> Result<Outcome> {
     let st = Steps::new(env, server_name);
     let lock_id = format!("prune-{}", random_hex(8)?);
     let holder = crate::core::liveness::holder(lock_id.clone(), "prune", super::who(), "");
     let lock_step = st.lock(&holder);
-    let lock = x.step_of(&lock_step, |x| x.exec(&lock_step))?;
-    if !lock.ok {
-        return Err(fail(format!(
-            "the deploy lock is held ({}): nothing was pruned; try again when it is released (see `cargo xtask lock status --env {}`)",
-            lock.stdout.lines().next().unwrap_or("").trim(),
-            env.name
-        )));
-    }
+    // The same rule as a deploy's: a stale holder's lock is broken, a live one (or a maintenance
+    // window) refuses with exit 1 naming it; nothing is pruned then.
+    super::run::take_lock(x, env, &lock_step, 0)
+        .context("nothing was pruned: the deploy lock is held")?;
     let r = locked(x, env, &st);
     let interruptible = std::mem::replace(&mut x.interruptible, false);
     let released = x.run_step(&st.unlock(&lock_id));
