@@ -1,0 +1,195 @@
+//! `logs` and `exec` (issue 15): the container's log and `<remote_dir>/logs/observer.log` in one
+//! remote script, each line prefixed by its source; a command in the running container.
+//!
+//! Every user value reaches the shell quoted ([`q`]): the `--grep` RE is one single-quoted word
+//! handed to `grep -E -e`, never shell text; `--since` arrives as an RFC 3339 time computed by
+//! the controller; `-n` is a number.
+
+use super::q;
+use crate::config::Env;
+use crate::core::contract::CONTAINER;
+
+/// The prefix of the container's lines (`[container] …`; `[service] …` on a swarm).
+pub const SRC_CONTAINER: &str = "container";
+/// The prefix of the swarm service's lines.
+pub const SRC_SERVICE: &str = "service";
+/// The prefix of `logs/observer.log`'s lines.
+pub const SRC_FILE: &str = "observer.log";
+
+/// What `logs` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// The last N lines per source (`None`: all; with neither this nor `since`, the verb sets 100).
+    pub tail: Option<usize>,
+    /// Only lines at or after this time: RFC 3339 UTC (`2026-12-04T07:00:00Z`), computed by the
+    /// controller from `--since 42m`.
+    pub since: Option<String>,
+    /// An extended RE (`grep -E`) lines must match (before the prefix is added).
+    pub grep: Option<String>,
+    /// Follow both sources until the controller closes the script's stdin.
+    pub follow: bool,
+}
+
+/// `awk` that prefixes each line with `[src] ` and flushes it at once (a pipe would buffer).
+fn prefix(src: &str) -> String {
+    format!("awk '{{ print \"[{src}] \" $0; fflush() }}'")
+}
+
+/// ` | grep -E -e 'RE'` (line-buffered when following), or "".
+pub fn grep_filter(re: Option<&str>, follow: bool) -> String {
+    match re {
+        Some(re) => format!(
+            " | grep {}-E -e {}",
+            if follow { "--line-buffered " } else { "" },
+            q(re)
+        ),
+        None => String::new(),
+    }
+}
+
+/// `awk` keeping observer.log's lines from `since` on: a line that starts with a timestamp
+/// (`YYYY-MM-DDTHH:MM:SS…`, the service's log format) decides; lines without one (a traceback)
+/// follow the line before them. Compared to the second, as text (UTC both).
+fn since_filter(since: &str) -> String {
+    format!(
+        "awk -v c={} '/^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T/ {{ p = (substr($0, 1, 19) >= substr(c, 1, 19)) }} p {{ print; fflush() }}'",
+        q(since)
+    )
+}
+
+/// The remote script: both sources, each line prefixed (`[container] ` or `[service] `, and
+/// `[observer.log] `), filtered by `--grep`. Without `follow` it prints the container's lines,
+/// then the file's, and ends; with `follow` both stream concurrently until the script's stdin
+/// closes (the controller's Ctrl-C), then everything the script started is stopped (`kill 0`:
+/// sshd starts the script as a process group of its own).
+pub fn script(env: &Env, qy: &Query) -> String {
+    let file = q(&format!("{}/logs/observer.log", env.remote_dir));
+    let tail = qy
+        .tail
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| "all".into());
+    let since = qy
+        .since
+        .as_ref()
+        .map(|s| format!(" --since {}", q(s)))
+        .unwrap_or_default();
+    let f = if qy.follow { " -f" } else { "" };
+    let g = grep_filter(qy.grep.as_deref(), qy.follow);
+    let (src, docker) = if env.is_swarm() {
+        (
+            SRC_SERVICE,
+            format!(
+                "docker service logs --no-task-ids{f} --tail {tail}{since} {}",
+                super::swarm::SERVICE
+            ),
+        )
+    } else {
+        (
+            SRC_CONTAINER,
+            format!("docker logs{f} --tail {tail}{since} {CONTAINER}"),
+        )
+    };
+    let container = format!("{docker} 2>&1{g} | {}", prefix(src));
+    // The file: the `since` filter first, then the last N lines of what it kept.
+    let read = match (&qy.since, qy.tail, qy.follow) {
+        (None, Some(n), false) => format!("tail -n {n} \"$f\""),
+        (None, None, false) => "cat \"$f\"".into(),
+        (Some(s), Some(n), false) => format!("{} \"$f\" | tail -n {n}", since_filter(s)),
+        (Some(s), None, false) => format!("{} \"$f\"", since_filter(s)),
+        (None, Some(n), true) => format!("tail -n {n} -F \"$f\" 2>/dev/null"),
+        (None, None, true) => "tail -n +1 -F \"$f\" 2>/dev/null".into(),
+        // Following with --since: the whole file through the filter (-n applies to docker only).
+        (Some(s), _, true) => format!("tail -n +1 -F \"$f\" 2>/dev/null | {}", since_filter(s)),
+    };
+    let file_part = format!("{read}{g} | {}", prefix(SRC_FILE));
+    if qy.follow {
+        format!(
+            "f={file}; {{ {container}; }} & {{ {file_part}; }} & cat >/dev/null; trap '' TERM; kill -TERM 0 2>/dev/null; true"
+        )
+    } else {
+        format!("f={file}; {container}; if [ -f \"$f\" ]; then {file_part}; fi; true")
+    }
+}
+
+/// `docker exec` of `argv` in the running container, every word quoted; `-i` keeps stdin open,
+/// `-t` allocates a TTY (with `ssh -t` on the controller's side).
+pub fn exec(argv: &[String], stdin: bool, tty: bool) -> String {
+    let flags = match (stdin, tty) {
+        (true, true) => " -it",
+        (true, false) => " -i",
+        (false, true) => " -t",
+        (false, false) => "",
+    };
+    let words: Vec<String> = argv.iter().map(|a| q(a)).collect();
+    format!("docker exec{flags} {CONTAINER} {}", words.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hostile RE stays one argument of grep: it neither runs a command nor breaks the line.
+    #[test]
+    fn a_hostile_re_is_data() {
+        let dir = std::env::temp_dir().join(format!(
+            "xtask-grep-{}",
+            crate::core::util::random_hex(4).unwrap()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("pwned");
+        let m = marker.display();
+        for re in [
+            format!("$(touch {m})"),
+            format!("`touch {m}`"),
+            format!("x'; touch {m}; echo '"),
+            format!("a\"; touch {m}; \""),
+            format!("a|b; touch {m}"),
+            format!("a\ntouch {m}"),
+        ] {
+            let script = format!(
+                "printf '%s\\n' keep 'a|b; x' drop{}",
+                grep_filter(Some(&re), false)
+            );
+            let out = duct::cmd!("sh", "-c", &script)
+                .stdout_capture()
+                .stderr_capture()
+                .unchecked()
+                .run()
+                .unwrap();
+            assert!(!marker.exists(), "the RE {re:?} ran a command");
+            // grep exits 0 or 1 (no match), never 2 (a syntax error) for these.
+            assert!(out.status.code().unwrap_or(2) <= 1, "{re:?}: {out:?}");
+        }
+        // An ordinary RE filters.
+        let script = format!(
+            "printf '%s\\n' 'observer started' 'error: x' ok{}",
+            grep_filter(Some("^(error|warning):"), false)
+        );
+        let out = duct::cmd!("sh", "-c", &script).read().unwrap();
+        assert_eq!(out, "error: x");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn exec_quotes_every_word() {
+        let argv: Vec<String> = ["python3", "-c", "print('a b'); import os"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            exec(&argv, false, false),
+            "docker exec qts-observer python3 -c 'print('\\''a b'\\''); import os'"
+        );
+        assert!(exec(&argv, true, true).starts_with("docker exec -it "));
+    }
+
+    #[test]
+    fn the_since_filter_keeps_continuation_lines() {
+        let script = format!(
+            "printf '%s\\n' '2026-12-04T06:59:59.999Z old' '  old trace' '2026-12-04T07:00:00.000Z new' '  new trace' | {}",
+            since_filter("2026-12-04T07:00:00Z")
+        );
+        let out = duct::cmd!("sh", "-c", &script).read().unwrap();
+        assert_eq!(out, "2026-12-04T07:00:00.000Z new\n  new trace");
+    }
+}
