@@ -30,9 +30,14 @@ pub struct Query {
     pub follow: bool,
 }
 
-/// `awk` that prefixes each line with `[src] ` and flushes it at once (a pipe would buffer).
-fn prefix(src: &str) -> String {
-    format!("awk '{{ print \"[{src}] \" $0; fflush() }}'")
+/// What prefixes each line with `[src] `. Following, a shell loop: it handles each line as it
+/// arrives, where `mawk` (Debian's awk) would wait to fill its input buffer from a pipe.
+fn prefix(src: &str, follow: bool) -> String {
+    if follow {
+        format!("while IFS= read -r l; do printf '[{src}] %s\\n' \"$l\"; done")
+    } else {
+        format!("awk '{{ print \"[{src}] \" $0 }}'")
+    }
 }
 
 /// ` | grep -E -e 'RE'` (line-buffered when following), or "".
@@ -52,7 +57,7 @@ pub fn grep_filter(re: Option<&str>, follow: bool) -> String {
 /// follow the line before them. Compared to the second, as text (UTC both).
 fn since_filter(since: &str) -> String {
     format!(
-        "awk -v c={} '/^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T/ {{ p = (substr($0, 1, 19) >= substr(c, 1, 19)) }} p {{ print; fflush() }}'",
+        "awk -v c={} '/^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T/ {{ p = (substr($0, 1, 19) >= substr(c, 1, 19)) }} p'",
         q(since)
     )
 }
@@ -89,19 +94,36 @@ pub fn script(env: &Env, qy: &Query) -> String {
             format!("docker logs{f} --tail {tail}{since} {CONTAINER}"),
         )
     };
-    let container = format!("{docker} 2>&1{g} | {}", prefix(src));
-    // The file: the `since` filter first, then the last N lines of what it kept.
-    let read = match (&qy.since, qy.tail, qy.follow) {
-        (None, Some(n), false) => format!("tail -n {n} \"$f\""),
-        (None, None, false) => "cat \"$f\"".into(),
-        (Some(s), Some(n), false) => format!("{} \"$f\" | tail -n {n}", since_filter(s)),
-        (Some(s), None, false) => format!("{} \"$f\"", since_filter(s)),
-        (None, Some(n), true) => format!("tail -n {n} -F \"$f\" 2>/dev/null"),
-        (None, None, true) => "tail -n +1 -F \"$f\" 2>/dev/null".into(),
-        // Following with --since: the whole file through the filter (-n applies to docker only).
-        (Some(s), _, true) => format!("tail -n +1 -F \"$f\" 2>/dev/null | {}", since_filter(s)),
+    let container = format!("{docker} 2>&1{g} | {}", prefix(src, qy.follow));
+    let lines = |n: Option<usize>| n.map(|n| format!(" | tail -n {n}")).unwrap_or_default();
+    let file_part = match (&qy.since, qy.follow) {
+        (None, false) => {
+            let read = match qy.tail {
+                Some(n) => format!("tail -n {n} \"$f\""),
+                None => "cat \"$f\"".into(),
+            };
+            format!("{read}{g} | {}", prefix(SRC_FILE, false))
+        }
+        (Some(s), false) => format!(
+            "{} \"$f\"{}{g} | {}",
+            since_filter(s),
+            lines(qy.tail),
+            prefix(SRC_FILE, false)
+        ),
+        (None, true) => format!(
+            "tail -n {} -F \"$f\" 2>/dev/null{g} | {}",
+            qy.tail.map_or("+1".into(), |n| n.to_string()),
+            prefix(SRC_FILE, true)
+        ),
+        // The file as it is now through the filter, then what is appended from that byte on:
+        // no line lost or repeated in between.
+        (Some(s), true) => format!(
+            "n=0; if [ -f \"$f\" ]; then n=$(wc -c < \"$f\"); fi; {{ head -c $((n)) \"$f\" 2>/dev/null | {}{}; tail -c +$((n + 1)) -F \"$f\" 2>/dev/null; }}{g} | {}",
+            since_filter(s),
+            lines(qy.tail),
+            prefix(SRC_FILE, true)
+        ),
     };
-    let file_part = format!("{read}{g} | {}", prefix(SRC_FILE));
     if qy.follow {
         format!(
             "f={file}; {{ {container}; }} & {{ {file_part}; }} & cat >/dev/null; trap '' TERM; kill -TERM 0 2>/dev/null; true"
