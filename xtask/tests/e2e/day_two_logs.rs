@@ -148,21 +148,31 @@ pub fn logs_exec_gaps_after_deploys() {
     let _ = std::fs::remove_file(&out);
 
     // exec: output and exit status are the command's.
-    let r = c.xtask(&with_env(&["exec", "--", "python3", "-c", "print(42)"]));
-    assert_eq!((r.code, r.stdout.trim()), (0, "42"), "{}", r.all());
-    let r = c.xtask(&with_env(&[
+    let r = c.xtask(&[
         "exec",
+        "--env",
+        "sandbox",
+        "--",
+        "python3",
+        "-c",
+        "print(42)",
+    ]);
+    assert_eq!((r.code, r.stdout.trim()), (0, "42"), "{}", r.all());
+    let r = c.xtask(&[
+        "exec",
+        "--env",
+        "sandbox",
         "--",
         "python3",
         "-c",
         "import sys; print('a b'); sys.exit(3)",
-    ]));
+    ]);
     assert_eq!((r.code, r.stdout.trim()), (3, "a b"), "{}", r.all());
     let r = run_stdin(
         &mut xtask_cmd(
             env!("CARGO_BIN_EXE_xtask"),
             &c.dir,
-            &with_env(&["exec", "-i", "--", "python3", "-"]),
+            &["exec", "-i", "--env", "sandbox", "--", "python3", "-"],
             &[],
         ),
         "print(6 * 7)\n",
