@@ -69,10 +69,14 @@ fn since_filter(since: &str) -> String {
 /// sshd starts the script as a process group of its own).
 pub fn script(env: &Env, qy: &Query) -> String {
     let file = q(&format!("{}/logs/observer.log", env.remote_dir));
-    let tail = qy
-        .tail
-        .map(|n| n.to_string())
-        .unwrap_or_else(|| "all".into());
+    // Without -f, -n counts the lines --grep keeps: all are read, filtered, then the last N kept.
+    let lines = |n: Option<usize>| n.map(|n| format!(" | tail -n {n}")).unwrap_or_default();
+    let grep_first = !qy.follow && qy.grep.is_some();
+    let (tail, after) = match (grep_first, qy.tail) {
+        (true, n) => ("all".to_string(), lines(n)),
+        (false, Some(n)) => (n.to_string(), String::new()),
+        (false, None) => ("all".to_string(), String::new()),
+    };
     let since = qy
         .since
         .as_ref()
@@ -94,20 +98,19 @@ pub fn script(env: &Env, qy: &Query) -> String {
             format!("docker logs{f} --tail {tail}{since} {CONTAINER}"),
         )
     };
-    let container = format!("{docker} 2>&1{g} | {}", prefix(src, qy.follow));
-    let lines = |n: Option<usize>| n.map(|n| format!(" | tail -n {n}")).unwrap_or_default();
+    let container = format!("{docker} 2>&1{g}{after} | {}", prefix(src, qy.follow));
     let file_part = match (&qy.since, qy.follow) {
         (None, false) => {
-            let read = match qy.tail {
-                Some(n) => format!("tail -n {n} \"$f\""),
-                None => "cat \"$f\"".into(),
+            let read = match (grep_first, qy.tail) {
+                (false, Some(n)) => format!("tail -n {n} \"$f\""),
+                _ => "cat \"$f\"".into(),
             };
-            format!("{read}{g} | {}", prefix(SRC_FILE, false))
+            format!("{read}{g}{after} | {}", prefix(SRC_FILE, false))
         }
         (Some(s), false) => format!(
-            "{} \"$f\"{}{g} | {}",
+            "{} \"$f\"{}{g}{after} | {}",
             since_filter(s),
-            lines(qy.tail),
+            if grep_first { String::new() } else { lines(qy.tail) },
             prefix(SRC_FILE, false)
         ),
         (None, true) => format!(
