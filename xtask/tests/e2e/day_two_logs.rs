@@ -263,4 +263,22 @@ pub fn logs_exec_gaps_after_deploys() {
     ]));
     assert_eq!((r.code, r.all().trim()), (0, ""), "{}", r.all());
     assert!(server_dir().join(".deploy/history.jsonl").is_file());
+
+    // No observer running: the report runs in a throw-away container of its image and shows the
+    // hole that lasts until now.
+    let r = sh("docker stop qts-observer >/dev/null");
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = c.xtask(&with_env(&["gaps", "--since", "1h", "--json"]));
+    let started = sh("docker start qts-observer >/dev/null");
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(started.code, 0, "{}", started.all());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["interval_source"], "config", "{report:#}");
+    let last = report["holes"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!(last["ongoing"], true, "{report:#}");
+    assert_eq!(
+        last["cause"], "no deploy: the service was down",
+        "{report:#}"
+    );
+    wait_records(5);
 }
