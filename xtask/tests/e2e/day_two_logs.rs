@@ -268,6 +268,8 @@ pub fn logs_exec_gaps_after_deploys() {
     // hole that lasts until now.
     let r = sh("docker stop qts-observer >/dev/null");
     assert_eq!(r.code, 0, "{}", r.all());
+    // An open hole is one older than 3 intervals + 1 s (1.6 s here).
+    std::thread::sleep(Duration::from_secs(2));
     let r = c.xtask(&with_env(&["gaps", "--since", "1h", "--json"]));
     let started = sh("docker start qts-observer >/dev/null");
     assert_eq!(r.code, 0, "{}", r.all());
