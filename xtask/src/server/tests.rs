@@ -258,6 +258,11 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
                 },
             ),
         ),
+        ("logs-swarm-follow", {
+            let mut sw = env();
+            sw.cfg.engine = config::Engine::Swarm;
+            logs::script(&sw, &logs_query(Some(5), true, None))
+        }),
         (
             "exec",
             logs::exec(
