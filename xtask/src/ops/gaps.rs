@@ -315,6 +315,32 @@ mod tests {
         assert_eq!(h.start, "2026-12-04T10:02:00.000Z");
     }
 
+    /// The whole verb's remote part with the fake transport: one read-only step over the one
+    /// connection, its report matched to the history it returned.
+    #[test]
+    fn one_step_brings_report_and_history() {
+        use crate::ops::tests::{ok, Fake};
+        let env = crate::ops::tests::env();
+        let sh = crate::ctx::Ctx::new().unwrap();
+        let fake = Fake::default();
+        let (a, b) = (at("2026-12-04T10:00:05Z"), at("2026-12-04T10:00:07Z"));
+        fake.answer(
+            "gaps",
+            ok(&format!(
+                "=== gaps report\n{{\"now_ms\":{b},\"start_ms\":0,\"interval_ms\":200,\"holes\":[{{\"start_ms\":{a},\"end_ms\":{b},\"seconds\":2.0,\"missed\":9,\"ongoing\":false}}]}}\n=== gaps history\n{}\n",
+                serde_json::to_string(&rec("deploy", "v1.2.3", "2026-12-04T10:00:20Z", 20.0))
+                    .unwrap()
+            )),
+        );
+        let mut x = Executor::new(&sh, false, Box::new(fake.clone()));
+        let (raw, hist) = fetch(&mut x, &env, "s", 3600).unwrap();
+        assert_eq!((fake.ran(), x.connections()), (vec!["gaps"], 1));
+        let r = report(&env, "s", &raw, &hist, None);
+        assert_eq!(r.holes[0].causes[0].version, "v1.2.3");
+        assert!(r.exceeds());
+        assert!(render(&r).contains("deploy v1.2.3 (success, 20.0 s, ended 2026-12-04T10:00:20Z)"));
+    }
+
     #[test]
     fn max_hole_defaults_to_three_intervals() {
         let env = crate::config::test_env("/srv/obs", "/tmp/r.git");
