@@ -178,6 +178,15 @@ pub fn logs_exec_gaps_after_deploys() {
         "print(6 * 7)\n",
     );
     assert_eq!((r.code, r.stdout.trim()), (0, "42"), "{}", r.all());
+    // -i on a terminal (util-linux `script` provides one): docker exec -it over ssh -t.
+    let inner = format!(
+        "{} exec -i --env sandbox -- python3 -c 'import sys; print(sys.stdin.isatty(), sys.stdout.isatty()); sys.exit(4)'",
+        env!("CARGO_BIN_EXE_xtask")
+    );
+    let r =
+        run(xtask_cmd("script", &c.dir, &["-qec", &inner, "/dev/null"], &[]).stdin(Stdio::null()));
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(r.stdout.contains("True True"), "{}", r.all());
 
     // A hole with no deploy: the service stopped by hand for 2 s.
     wait_records(10);
