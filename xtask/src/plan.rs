@@ -169,6 +169,11 @@ pub trait Transport {
     fn exec(&mut self, sh: &Ctx, step: &Step) -> Result<Output>;
     /// A remote script as a duct expression over the server's one connection (streams).
     fn stream(&mut self, server: &str, script: &str, stdin: bool) -> Result<duct::Expression>;
+    /// A remote script with a terminal (`ssh -t`), for an interactive command (`exec -i`).
+    fn interactive(&mut self, server: &str, script: &str) -> Result<duct::Expression> {
+        let _ = (server, script);
+        anyhow::bail!("this transport offers no terminal")
+    }
     /// SSH connections opened so far (must stay one per server).
     #[cfg_attr(not(test), allow(dead_code))]
     fn connections(&self) -> u32;
@@ -207,6 +212,9 @@ impl Transport for Real {
     }
     fn stream(&mut self, server: &str, script: &str, stdin: bool) -> Result<duct::Expression> {
         self.session(server)?.expr(script, stdin)
+    }
+    fn interactive(&mut self, server: &str, script: &str) -> Result<duct::Expression> {
+        self.session(server)?.expr_tty(script)
     }
     fn connections(&self) -> u32 {
         self.servers.values().map(|s| s.connections).sum()
@@ -267,6 +275,11 @@ impl<'a> Executor<'a> {
                 self.sh.mask(&step.render()).replace('\n', "\n      ")
             );
         }
+    }
+
+    /// A remote script with a terminal over the server's connection (`exec -i` on a terminal).
+    pub fn interactive(&mut self, server: &str, script: &str) -> Result<duct::Expression> {
+        self.transport.interactive(server, script)
     }
 
     #[cfg_attr(not(test), allow(dead_code))]

@@ -207,6 +207,23 @@ impl Session {
         Ok(if stdin { e } else { e.stdin_null() })
     }
 
+    /// A remote script with a terminal (`ssh -t`) over the shared connection, for an interactive
+    /// command (`exec -i`). ssh stays in the tool's process group: it owns the terminal (raw mode;
+    /// Ctrl-C reaches the remote command as a keystroke).
+    pub fn expr_tty(&mut self, script: &str) -> Result<duct::Expression> {
+        self.open()?;
+        let mut args = self.options();
+        args.extend(
+            ["-o", "ControlMaster=no", "-t"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        args.push(self.destination());
+        args.push("--".into());
+        args.push(script.to_string());
+        Ok(duct::cmd("ssh", args).unchecked())
+    }
+
     /// Runs a script on the server to completion, feeding `stdin` when given; the output whatever
     /// the exit status.
     pub fn run(&mut self, script: &str, stdin: Option<&[u8]>) -> Result<Output> {

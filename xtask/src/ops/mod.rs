@@ -2,6 +2,7 @@
 //! place), the health gate, reading the server's records, snapshots, and the rollout with its
 //! rollback decision tree.
 
+pub mod gaps;
 pub mod provenance;
 pub mod prune;
 pub mod prune_all;
@@ -13,6 +14,7 @@ pub mod snapshot;
 pub mod snapshot_delta;
 pub mod snapshot_stream;
 pub mod steps;
+pub mod stream;
 pub mod swarm;
 
 use crate::config::{Env, Server};

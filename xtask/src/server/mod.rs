@@ -4,10 +4,12 @@
 //! every script's exact text (`server/golden/`), and `sh -n` and `shellcheck -s sh` check them.
 
 pub mod app;
+pub mod gaps;
 pub mod gate;
 pub mod handoff;
 pub mod history;
 pub mod lock;
+pub mod logs;
 pub mod probe;
 pub mod prune;
 pub mod setup;

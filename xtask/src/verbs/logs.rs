@@ -1,14 +1,99 @@
-//! `cargo xtask logs`: the container's log and logs/observer.log (issue 15; stub until implemented).
+//! `cargo xtask logs`: the container's log (`docker logs`; `docker service logs` on a swarm) and
+//! `<remote_dir>/logs/observer.log`, each line prefixed by its source (`[container] `,
+//! `[observer.log] `), over the one SSH connection. `-f` streams both until Ctrl-C (exit 130).
 
+use crate::config;
+use crate::core::exit::{exit_code, fail};
+use crate::core::signals;
 use crate::ctx::Ctx;
-use anyhow::Result;
+use crate::ops::{self, stream::Ended};
+use crate::plan::Step;
+use crate::server::logs::{script, Query};
+use anyhow::{Context, Result};
 use clap::Args;
+use std::time::{Duration, SystemTime};
+
+/// Lines per source when neither `-n` nor `--since` is given.
+pub const DEFAULT_LINES: usize = 100;
 
 #[derive(Args)]
-pub struct Logs {}
+#[command(after_help = "Exit codes:
+  0  printed (with -f: the stream ended by itself)
+  1  the connection or the remote command failed
+  2  bad usage or config
+130  -f stopped by Ctrl-C (SIGINT; 143: SIGTERM), the remote side stopped too")]
+pub struct Logs {
+    #[arg(long, default_value = "production")]
+    env: String,
+    /// Follow both sources until Ctrl-C.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only lines from this long ago on (42m, 2h, 1d; the controller's clock).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<Duration>,
+    /// The last N lines of each source (default 100, or all with --since).
+    #[arg(short = 'n', long = "lines")]
+    lines: Option<usize>,
+    /// Only lines matching this extended regular expression (`grep -E`, on the server).
+    #[arg(long)]
+    grep: Option<String>,
+}
 
 impl Logs {
-    pub fn run(self, _sh: &Ctx) -> Result<()> {
-        anyhow::bail!("`logs` is not implemented yet")
+    pub fn run(self, sh: &Ctx) -> Result<()> {
+        let file = config::load(sh)?;
+        let env = config::environment(sh, &file, &self.env)?;
+        let since = match self.since {
+            Some(d) => Some(
+                humantime::format_rfc3339_seconds(
+                    SystemTime::now()
+                        .checked_sub(d)
+                        .context("--since reaches before 1970")?,
+                )
+                .to_string(),
+            ),
+            None => None,
+        };
+        let tail = match (self.lines, &since) {
+            (Some(n), _) => Some(n),
+            (None, Some(_)) => None,
+            (None, None) => Some(DEFAULT_LINES),
+        };
+        let qy = Query {
+            tail,
+            since,
+            grep: self.grep,
+            follow: self.follow,
+        };
+        let text = script(&env, &qy);
+        let (mut x, server) = ops::connect(sh, &env, false)?;
+        if !self.follow {
+            let out = x.run(&Step::remote("logs", "Logs", &server.name, text).read_only())?;
+            print!("{}", sh.mask(&out.stdout));
+            eprint!("{}", sh.mask(&out.stderr));
+            return Ok(());
+        }
+        // The script ends when its stdin closes: this pipe's writer, dropped on Ctrl-C.
+        let (reader, writer) = os_pipe::pipe().context("creating a pipe")?;
+        let handle = x
+            .stream(&server.name, &text, true)?
+            .stdin_file(reader)
+            .start()
+            .context("starting ssh")?;
+        match ops::stream::wait(&handle, move || drop(writer), Duration::from_secs(5))? {
+            Ended::Exited(Some(0)) => Ok(()),
+            Ended::Exited(code) => Err(fail(format!(
+                "logs -f on {}: the remote side ended with {} (the connection was lost?); run it again",
+                server.name,
+                code.map_or("a signal".into(), |c| format!("exit {c}"))
+            ))),
+            Ended::Signal(sig) => Err(exit_code(
+                format!(
+                    "logs -f: stopped by {} (the remote side stopped too)",
+                    signals::name(sig)
+                ),
+                signals::exit_code(sig),
+            )),
+        }
     }
 }

@@ -1,0 +1,2 @@
+# golden: server builder `exec-tty` (see server/tests.rs)
+docker exec -it qts-observer sh

@@ -1,0 +1,2 @@
+# golden: server builder `logs-since-grep` (see server/tests.rs)
+f='/srv/obs dir/it'\''s/logs/observer.log'; docker logs --tail all --since 2026-12-04T07:00:00Z qts-observer 2>&1 | grep -E -e '$(id)'\''; x' | tail -n 5 | awk '{ print "[container] " $0 }'; if [ -f "$f" ]; then awk -v c=2026-12-04T07:00:00Z '/^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T/ { p = (substr($0, 1, 19) >= substr(c, 1, 19)) } p' "$f" | grep -E -e '$(id)'\''; x' | tail -n 5 | awk '{ print "[observer.log] " $0 }'; fi; true
