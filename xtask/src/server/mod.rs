@@ -20,6 +20,8 @@ pub mod swarm;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_day_two;
 
 use crate::config::Env;
 use crate::core::util::sh_quote;
