@@ -410,6 +410,12 @@ pub fn restore(sh: &Ctx, x: &mut Executor, env: &Env, server: &str, id: &str) ->
                 ss::cut_tail(env, t, &access),
             ))?;
         }
+        x.run_step(&Step::remote(
+            "keep-history",
+            "Keep the audit trail: the current history goes back over the snapshot's",
+            server,
+            ss::keep_history(env, &undo),
+        ))?;
         // Every path under config/, logs/ and data/ belongs to the image's user again (a file
         // the snapshot captured with another owner included).
         if let Some(image) = &image {

@@ -478,6 +478,17 @@ pub fn move_aside(env: &Env, undo: &str, access: &Access) -> String {
     )
 }
 
+/// After a restore's extraction: the audit trail moved aside by [`move_aside`] goes back over the
+/// snapshot's copy, so `.deploy/history.jsonl` stays append-only (every deploy, rollback and
+/// restore since the snapshot was taken stays recorded; the restore appends its own record).
+pub fn keep_history(env: &Env, undo: &str) -> String {
+    let u = q(&format!("{undo}/.deploy/history.jsonl"));
+    format!(
+        "cd {} && if [ -e {u} ]; then mkdir -p .deploy && mv -f {u} .deploy/history.jsonl; fi",
+        q(&env.remote_dir)
+    )
+}
+
 /// Cuts a restored JSON-lines file after its last whole line (as `access` says).
 pub fn cut_tail(env: &Env, t: &PartialTail, access: &Access) -> String {
     access.run(

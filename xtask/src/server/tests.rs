@@ -26,6 +26,10 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
         keep_bytes: 4096,
     };
     vec![
+        (
+            "snapshot-keep-history",
+            snapshot::keep_history(&e, ".restore-undo/20261204T070000Z-before-s1"),
+        ),
         ("probe", probe::script(&e)),
         ("swarm-probe", swarm::probe(&e)),
         ("swarm-status", swarm::status(&e)),

@@ -103,9 +103,27 @@ pub fn snapshot_round_trip_verify_restore() {
         r.all()
     );
 
+    // An operation recorded after the snapshot was taken: the restore keeps the audit trail.
+    let hist = server_dir().join(".deploy/history.jsonl");
+    let marker = format!(
+        r#"{{"kind":"deploy","version":"{v}","outcome":"failed","who":"e2e-after-snapshot-{}"}}"#,
+        unique()
+    );
+    let mut text = std::fs::read_to_string(&hist).unwrap();
+    text.push_str(&marker);
+    text.push('\n');
+    std::fs::write(&hist, text).unwrap();
+
     // Restore while the observer writes: the archive parses line by line afterwards.
     let r = c.xtask(&["snapshot", "restore", &id, "--env", "sandbox", "--yes"]);
     assert_eq!(r.code, 0, "{}", r.all());
+    let after = std::fs::read_to_string(&hist).unwrap();
+    assert!(
+        after.lines().any(|l| l == marker),
+        "the history recorded after the snapshot survives the restore: {after}"
+    );
+    let last: serde_json::Value = serde_json::from_str(after.lines().last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "restore", "{after}");
     assert_eq!(running_version().0, v);
     std::thread::sleep(std::time::Duration::from_millis(500));
     let lines = archive_lines();
