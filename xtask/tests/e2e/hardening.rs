@@ -173,6 +173,42 @@ fn assert_hardened(version: &str, revision: &str) {
     assert_eq!(label.stdout.trim(), revision);
 }
 
+/// The handoff's candidate is `compose run` of the service: started that way by both composes
+/// (with `sleep` for a command, removed at once), it carries the same hardening and no host port.
+fn assert_compose_run_hardened() {
+    let dir = server_dir();
+    for compose in ["docker compose", "docker-compose --compatibility"] {
+        let name = "qts-observer-hardening-probe";
+        let r = sh(&format!(
+            "cd '{}' && env -i PATH=\"$PATH\" HOME=\"$HOME\" {compose} -f docker-compose.server.yml run -d --no-deps --name {name} qts-observer sleep 60",
+            dir.display()
+        ));
+        let i = sh(&format!("docker inspect {name}"));
+        sh(&format!("docker rm -f {name} >/dev/null 2>&1"));
+        assert_eq!(r.code, 0, "{compose} run: {}", r.all());
+        let v: Value = serde_json::from_str::<Value>(&i.stdout).unwrap()[0].clone();
+        let hc = &v["HostConfig"];
+        let all = format!("{compose}: {}", serde_json::to_string_pretty(hc).unwrap());
+        assert_eq!(hc["ReadonlyRootfs"], true, "{all}");
+        assert_eq!(strings(&hc["CapDrop"]), ["ALL"], "{all}");
+        assert!(
+            strings(&hc["SecurityOpt"])
+                .iter()
+                .any(|s| s.starts_with("no-new-privileges")),
+            "{all}"
+        );
+        assert_eq!(hc["PidsLimit"], 128, "{all}");
+        assert!(hc["Tmpfs"]["/tmp"].is_string(), "{all}");
+        assert_eq!(hc["LogConfig"]["Config"]["compress"], "true", "{all}");
+        assert!(
+            hc["PortBindings"].as_object().is_none_or(|p| p
+                .values()
+                .all(|b| b.is_null() || b == &Value::Array(vec![]))),
+            "{all}"
+        );
+    }
+}
+
 /// `logs/observer.log` and its rotated files, oldest first, as (name, text).
 fn log_files() -> Vec<(String, String)> {
     let dir = server_dir().join("logs");
@@ -207,6 +243,7 @@ pub fn hardened_under_compose_v2_then_v1_with_the_log_rotated_across_the_handoff
     assert!(r.all().contains("docker-compose (v1"), "{}", r.all());
     assert_hardened(&b, &head);
     no_candidate_left();
+    assert_compose_run_hardened();
     let hole = largest_hole(from);
     assert!(
         hole < 1.0,
