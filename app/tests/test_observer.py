@@ -160,7 +160,9 @@ class Writer(TempDirs):
         obs.append_once()
         obs.append_once()
         text = obs.metrics()
-        sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-z_]+="[^"]*"\})? [0-9.eE+-]+$')
+        sample = re.compile(
+            r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [0-9.eE+-]+$'
+        )
         for line in text.splitlines():
             if line.startswith("#"):
                 self.assertRegex(line, r"^# (HELP|TYPE) [a-z_]+ .+$")
@@ -168,7 +170,7 @@ class Writer(TempDirs):
                 self.assertRegex(line, sample)
         self.assertIn("# TYPE observer_records_total counter", text)
         self.assertIn("observer_records_total 2\n", text)
-        self.assertIn('observer_build_info{version="v1.2.3"} 1', text)
+        self.assertIn('observer_build_info{version="v1.2.3",revision="unknown"} 1', text)
         self.assertIn("# TYPE observer_last_write_timestamp_seconds gauge", text)
 
 

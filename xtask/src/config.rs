@@ -14,6 +14,8 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod bind;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
@@ -55,6 +57,12 @@ pub struct EnvConfig {
     pub remote_dir: String,
     pub known_hosts: String,
     pub host_port: u16,
+    /// The host address the observer's port is published on (an IPv4 or IPv6 address; written
+    /// to the server's `.env` as `OBSERVER_BIND_ADDRESS`, issue 15). Default `127.0.0.1`: only
+    /// the server itself reaches `/health` and `/metrics`; set the server's private address (or
+    /// `0.0.0.0`) when a Prometheus on another machine scrapes it.
+    #[serde(default = "default_bind_address")]
+    pub bind_address: String,
     pub interval_ms: u32,
     pub health_timeout_s: u64,
     /// Seconds a new version must stay healthy, without a restart, before it takes over
@@ -162,6 +170,10 @@ fn default_soak_s() -> u64 {
     10
 }
 
+fn default_bind_address() -> String {
+    "127.0.0.1".into()
+}
+
 fn check(ok: bool, key: &str, rule: &str) -> std::result::Result<(), String> {
     if ok {
         Ok(())
@@ -254,6 +266,11 @@ impl EnvConfig {
             charset(&self.backups_dir, b"._/-") && !self.backups_dir.contains(".."),
             "backups_dir",
             "a path of [A-Za-z0-9._/-] without '..'",
+        )?;
+        check(
+            self.bind_address.parse::<std::net::IpAddr>().is_ok(),
+            "bind_address",
+            "an IP address such as 127.0.0.1, 10.0.0.4, 0.0.0.0 or ::1",
         )?;
         check(self.interval_ms >= 10, "interval_ms", "at least 10")?;
         check(self.health_timeout_s >= 1, "health_timeout_s", "at least 1")?;

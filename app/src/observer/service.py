@@ -10,7 +10,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import archive
+from . import archive, logfile
 
 
 def _label(value):
@@ -20,6 +20,20 @@ def _label(value):
 def utc_now_rfc3339(now=None):
     now = now or datetime.datetime.now(datetime.timezone.utc)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def process_start_time():
+    """Unix time (s) this process started: from /proc (its start in clock ticks after boot, plus
+    the boot time), else now."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        ticks = int(stat[stat.rindex(b")") + 2:].split()[19])  # field 22, starttime
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
 
 
 class Observer:
@@ -48,7 +62,12 @@ class Observer:
         self.write_errors_total = 0
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
-        self._log_file = None
+        self.started = process_start_time()
+        self._log_file = logfile.RotatingLog(
+            os.path.join(settings.log_dir, "observer.log"),
+            max_bytes=settings.log_max_bytes,
+            max_files=settings.log_max_files,
+        )
         self.writer = archive.ArchiveWriter(settings.archive, settings.fsync_ms, log=self.log)
         split = os.environ.get("OBSERVER_TEST_SPLIT_WRITE_MS")  # tests only: see ArchiveWriter
         if split:
@@ -67,13 +86,7 @@ class Observer:
         line = f"{utc_now_rfc3339()} {message}"
         print(line, flush=True)
         try:
-            if self._log_file is None:
-                os.makedirs(self.settings.log_dir, exist_ok=True)
-                self._log_file = open(
-                    os.path.join(self.settings.log_dir, "observer.log"), "a", encoding="utf-8"
-                )
-            self._log_file.write(line + "\n")
-            self._log_file.flush()
+            self._log_file.write(line)
         except OSError as e:
             print(f"{utc_now_rfc3339()} warning: cannot write the log file: {e}", flush=True)
 
@@ -367,6 +380,7 @@ class Observer:
             depth, dropped, errors = len(self.queue), self.dropped_total, self.write_errors_total
             role = self.role
         version = _label(self.settings.version)
+        revision = _label(self.settings.revision)
         rows = [
             ("observer_records_total", "counter",
              "Records appended to the archive by this process.", "", total),
@@ -392,7 +406,14 @@ class Observer:
             ("observer_unsynced_records", "gauge",
              "Records appended since the last fdatasync (lost by a power loss now).", "",
              w.unsynced),
-            ("observer_build_info", "gauge", "Build information.", f'{{version="{version}"}}', 1),
+            ("observer_interval_seconds", "gauge",
+             "The observation interval (OBSERVER_INTERVAL_MS) in seconds.", "",
+             f"{self.settings.interval_ms / 1000.0:g}"),
+            ("process_start_time_seconds", "gauge",
+             "Start time of the process since unix epoch in seconds.", "", f"{self.started:.3f}"),
+            ("observer_build_info", "gauge",
+             "Build information: the version (image tag) and the git revision it was built from.",
+             f'{{version="{version}",revision="{revision}"}}', 1),
             ("observer_instance_info", "gauge", "This process's instance id (records' instance).",
              f'{{instance="{self.instance}"}}', 1),
         ]

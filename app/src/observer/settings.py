@@ -30,6 +30,9 @@ class Settings:
     queue_max: int = 3600
     fsync_ms: int = 1000
     stop_flush_ms: int = 5000
+    revision: str = "unknown"
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_max_files: int = 3
     sources: dict = field(default_factory=dict)
     secrets_present: dict = field(default_factory=dict)
 
@@ -70,6 +73,8 @@ def _file_value(doc, name):
         "OBSERVER_QUEUE_MAX": obs.get("queue_max"),
         "OBSERVER_FSYNC_MS": obs.get("fsync_ms"),
         "OBSERVER_STOP_FLUSH_MS": obs.get("stop_flush_ms"),
+        "OBSERVER_LOG_MAX_BYTES": obs.get("log_max_bytes"),
+        "OBSERVER_LOG_MAX_FILES": obs.get("log_max_files"),
     }
     value = lookup.get(name)
     return None if value is None else str(value)
@@ -141,7 +146,20 @@ def load(environ=None):
     stop_flush_ms = _non_negative_int(
         "OBSERVER_STOP_FLUSH_MS", pick("OBSERVER_STOP_FLUSH_MS", "5000")
     )
+    # logs/observer.log is rotated past OBSERVER_LOG_MAX_BYTES (0: never), keeping
+    # OBSERVER_LOG_MAX_FILES files in all (the current one included).
+    log_max_bytes = _non_negative_int(
+        "OBSERVER_LOG_MAX_BYTES", pick("OBSERVER_LOG_MAX_BYTES", str(10 * 1024 * 1024))
+    )
+    log_max_files = _non_negative_int(
+        "OBSERVER_LOG_MAX_FILES", pick("OBSERVER_LOG_MAX_FILES", "3")
+    )
+    if log_max_files < 1:
+        raise SettingsError("OBSERVER_LOG_MAX_FILES must be at least 1")
     version = environ.get("OBSERVER_VERSION") or "dev"
+    # The git commit the image was built from: the Dockerfile sets it from the release's
+    # REVISION build argument (the image's org.opencontainers.image.revision label).
+    revision = environ.get("OBSERVER_REVISION") or "unknown"
     return Settings(
         config_dir=config_dir,
         data_dir=data_dir,
@@ -150,6 +168,9 @@ def load(environ=None):
         interval_ms=interval_ms,
         port=port,
         version=version,
+        revision=revision,
+        log_max_bytes=log_max_bytes,
+        log_max_files=log_max_files,
         config_file=config_file,
         queue_max=queue_max,
         fsync_ms=fsync_ms,

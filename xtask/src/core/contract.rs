@@ -33,6 +33,7 @@ pub const DOTENV_VARS: &[&str] = &[
     "IMAGE_REPO",
     "IMAGE_TAG",
     "OBSERVER_HOST_PORT",
+    "OBSERVER_BIND_ADDRESS",
     "OBSERVER_INTERVAL_MS",
     "OBSERVER_VERSION",
 ];

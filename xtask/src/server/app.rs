@@ -91,13 +91,15 @@ pub fn chown(env: &Env, image: &str) -> String {
     )
 }
 
-/// The server's `.env` for compose: project, image, port, interval, and the secrets' entries
+/// The server's `.env` for compose: project, image, port and the address it is bound to,
+/// interval, and the secrets' entries
 /// (values already encoded by `core::dotenv`, or keep directives for [`upload_env`]).
 pub fn env_file(env: &Env, version: &str, secrets: &[Entry]) -> String {
     let mut s = format!(
-        "COMPOSE_PROJECT_NAME={PROJECT}\nIMAGE_REPO={}\nIMAGE_TAG={version}\nOBSERVER_HOST_PORT={}\nOBSERVER_INTERVAL_MS={}\n",
+        "COMPOSE_PROJECT_NAME={PROJECT}\nIMAGE_REPO={}\nIMAGE_TAG={version}\nOBSERVER_HOST_PORT={}\nOBSERVER_BIND_ADDRESS={}\nOBSERVER_INTERVAL_MS={}\n",
         env.repo(),
         env.cfg.host_port,
+        env.cfg.bind_for_compose(),
         env.cfg.interval_ms
     );
     for e in secrets {

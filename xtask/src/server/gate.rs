@@ -10,9 +10,12 @@ use crate::core::contract::{start_line, APP_SECRETS, CONTRACT_VARS, FORBIDDEN_VA
 /// Waits up to `timeout_s` seconds for `container`'s health, then checks every criterion, one
 /// line each: `ok NAME DETAIL` or `fail NAME DETAIL`, plus `env K=V` / `secret K=set|unset` /
 /// `forbidden K=set` lines read inside the container and its `role ...` line. `/health` is asked
-/// on the host port when `host_port` (the service), else from inside the container (a candidate
+/// on the host port when `host_port` (the service; at `bind_address`, or the loopback when that
+/// binds all addresses), else from inside the container (a candidate
 /// has no host port). The start line must be THIS container's: the instance id it printed at
-/// start must be in `logs/observer.log` (not a line an earlier instance left there).
+/// start must be in `logs/observer.log` (not a line an earlier instance left there), or in
+/// `logs/observer.log.1` when the file was rotated by size since (the observer's own rotation,
+/// issue 15).
 pub fn script(
     env: &Env,
     version: &str,
@@ -22,10 +25,11 @@ pub fn script(
 ) -> String {
     let r = q(&env.remote_dir);
     let port = env.cfg.host_port;
+    let host = env.cfg.local_http_host();
     let plain: Vec<&str> = CONTRACT_VARS.iter().map(|(n, _)| *n).collect();
     let started = start_line(version);
     let http = if host_port {
-        format!("if command -v curl >/dev/null 2>&1; then code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://127.0.0.1:{port}/health); else docker exec {container} python3 -m observer.healthcheck && code=200 || code=000; fi")
+        format!("if command -v curl >/dev/null 2>&1; then code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://{host}:{port}/health); else docker exec {container} python3 -m observer.healthcheck && code=200 || code=000; fi")
     } else {
         format!(
             "code=$({} | sed -n 's/^status=\\([0-9]*\\).*/\\1/p'); code=${{code:-000}}",
@@ -40,7 +44,7 @@ img=$(docker inspect -f '{{{{.Config.Image}}}}' {container} 2>/dev/null); case "
 if [ "$code" = 200 ]; then echo "ok http /health answered 200"; else echo "fail http /health answered $code"; fi
 if [ -d {r}/config/observer ]; then echo "ok archive-dir config/observer exists"; else echo "fail archive-dir config/observer missing"; fi
 inst=$(docker logs {container} 2>&1 | grep -F '{started}' | tail -n 1 | sed -n 's/.* instance=\([0-9a-f]*\).*/\1/p')
-if [ -n "$inst" ]; then if grep -F '{started}' {r}/logs/observer.log 2>/dev/null | grep -q "instance=$inst"; then echo "ok start-line instance $inst in logs/observer.log"; else echo "fail start-line instance $inst wrote no start line to logs/observer.log"; fi; elif grep -q '{started}' {r}/logs/observer.log 2>/dev/null; then echo "ok start-line found in logs/observer.log (no instance id)"; else echo "fail start-line no '{started}' in logs/observer.log"; fi
+if [ -n "$inst" ]; then if cat {r}/logs/observer.log.1 {r}/logs/observer.log 2>/dev/null | grep -F '{started}' | grep -q "instance=$inst"; then echo "ok start-line instance $inst in logs/observer.log"; else echo "fail start-line instance $inst wrote no start line to logs/observer.log"; fi; elif cat {r}/logs/observer.log.1 {r}/logs/observer.log 2>/dev/null | grep -q '{started}'; then echo "ok start-line found in logs/observer.log (no instance id)"; else echo "fail start-line no '{started}' in logs/observer.log"; fi
 docker exec {container} sh -c 'for n in {plain}; do printf "env %s=%s\n" "$n" "$(printenv "$n")"; done; for n in {secret}; do if [ -n "$(printenv "$n")" ]; then echo "secret $n=set"; else echo "secret $n=unset"; fi; done; if [ -n "$(printenv {FORBIDDEN_VAR})" ]; then echo "forbidden {FORBIDDEN_VAR}=set"; fi' 2>/dev/null || echo "fail env cannot exec in the container"
 echo "role $({role})"
 "#,

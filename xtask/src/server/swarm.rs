@@ -84,7 +84,8 @@ pub fn interpolate(value: &str, vars: &[(&str, String)]) -> Result<String> {
 /// The stack file (JSON, which is YAML) derived from the server compose file's service
 /// (`compose`: its parsed JSON): the image pinned by digest, `env_file: .env` (the deploy's
 /// secrets, read by the CLI on the manager), the service's environment, healthcheck, limits,
-/// logging and stop grace period; the `./data`, `./logs`, `./config` bind mounts become the
+/// logging, stop grace period, read-only root and dropped capabilities (its pids limit and tmpfs
+/// translated, `security_opt` left out: Swarm has none); the `./data`, `./logs`, `./config` bind mounts become the
 /// stack's named volumes (`observer_data`… on the node that runs the task); no host port; the
 /// overlay network [`NETWORK`]; one replica on a labelled node; `start-first` updates that roll
 /// back on failure after a monitor window of `soak_s` seconds.
@@ -98,6 +99,7 @@ pub fn stack_file(env: &Env, compose: &Value, version: &str, digest: &str) -> Re
         ("IMAGE_REPO", env.repo()),
         ("OBSERVER_INTERVAL_MS", env.cfg.interval_ms.to_string()),
         ("OBSERVER_HOST_PORT", env.cfg.host_port.to_string()),
+        ("OBSERVER_BIND_ADDRESS", env.cfg.bind_for_compose()),
     ];
     let mut environment = Map::new();
     if let Some(m) = svc.get("environment").and_then(Value::as_object) {
@@ -153,6 +155,28 @@ pub fn stack_file(env: &Env, compose: &Value, version: &str, digest: &str) -> Re
     if let Some(r) = svc.get("deploy").and_then(|d| d.get("resources")) {
         deploy["resources"] = r.clone();
     }
+    // The hardening (issue 15) as Swarm takes it: `pids_limit` is `deploy.resources.limits.pids`
+    // in a stack (file format 3.9); the service-level `tmpfs` (which a stack ignores) becomes a
+    // tmpfs mount; `security_opt` has no Swarm counterpart (a stack ignores it:
+    // no-new-privileges is not applied there).
+    if let Some(p) = svc.get("pids_limit").filter(|p| !p.is_null()) {
+        let n = p
+            .as_u64()
+            .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
+            .ok_or_else(|| anyhow!("pids_limit {p} is not a number"))?;
+        deploy["resources"]["limits"]["pids"] = json!(n);
+    }
+    for t in svc
+        .get("tmpfs")
+        .map(|v| match v {
+            Value::Array(a) => a.clone(),
+            other => vec![other.clone()],
+        })
+        .into_iter()
+        .flatten()
+    {
+        volumes.push(tmpfs_mount(&t)?);
+    }
     let mut service = json!({
         "image": pinned(env, digest),
         "env_file": [".env"],
@@ -161,18 +185,45 @@ pub fn stack_file(env: &Env, compose: &Value, version: &str, digest: &str) -> Re
         "networks": [NETWORK],
         "deploy": deploy,
     });
-    for key in ["healthcheck", "logging", "stop_grace_period"] {
+    for key in [
+        "healthcheck",
+        "logging",
+        "stop_grace_period",
+        "read_only",
+        "cap_drop",
+    ] {
         if let Some(v) = svc.get(key) {
             service[key] = v.clone();
         }
     }
     let stack = json!({
-        "version": "3.8",
+        "version": "3.9",
         "services": { CONTAINER: service },
         "volumes": named,
         "networks": { NETWORK: { "driver": "overlay", "attachable": true } },
     });
     Ok(serde_json::to_string_pretty(&stack)? + "\n")
+}
+
+/// A compose `tmpfs` entry (`/tmp:size=16m,mode=1777`) as a stack's long-syntax tmpfs mount
+/// (`size` in bytes; `mode` is not in the stack format, Swarm's tmpfs default is 1777).
+fn tmpfs_mount(entry: &Value) -> Result<Value> {
+    let s = entry
+        .as_str()
+        .ok_or_else(|| anyhow!("tmpfs entry {entry} is not a string"))?;
+    let (target, opts) = s.split_once(':').unwrap_or((s, ""));
+    if !target.starts_with('/') {
+        bail!("tmpfs {s:?}: the target must be an absolute path");
+    }
+    let mut mount = json!({ "type": "tmpfs", "target": target });
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        if let Some(v) = o.strip_prefix("size=") {
+            let n = crate::compose::bytes(&Value::String(v.to_string()))
+                .ok_or_else(|| anyhow!("tmpfs {s:?}: size {v:?} is not a size"))?;
+            mount["tmpfs"] = json!({ "size": n });
+        }
+    }
+    Ok(mount)
 }
 
 /// `docker service inspect`'s template for the [`Service`] line.
@@ -490,9 +541,11 @@ mod tests {
             json!([
                 "data:/app/data/observer",
                 "logs:/app/logs",
-                "config:/app/config"
+                "config:/app/config",
+                {"type": "tmpfs", "target": "/tmp", "tmpfs": {"size": 16 << 20}}
             ])
         );
+        assert_eq!(s["logging"]["options"]["compress"], "true");
         assert_eq!(s["environment"]["OBSERVER_VERSION"], "v1.2.3");
         assert_eq!(s["environment"]["OBSERVER_INTERVAL_MS"], "200");
         let d = &s["deploy"];
@@ -511,7 +564,16 @@ mod tests {
         assert_eq!(s["healthcheck"]["interval"], "3s");
         assert_eq!(v["networks"][NETWORK]["driver"], "overlay");
         assert_eq!(v["networks"][NETWORK]["attachable"], true);
-        assert_eq!(v["version"], "3.8");
+        assert_eq!(v["version"], "3.9");
+        // The hardening, as far as Swarm takes it (issue 15).
+        assert_eq!(s["read_only"], true);
+        assert_eq!(s["cap_drop"], json!(["ALL"]));
+        assert_eq!(d["resources"]["limits"]["pids"], 128);
+        assert!(
+            s.get("security_opt").is_none(),
+            "a stack ignores it: {text}"
+        );
+        assert!(s.get("tmpfs").is_none(), "a stack ignores it: {text}");
     }
 
     #[test]

@@ -418,6 +418,7 @@ fn env_file_carries_tag_and_given_secrets() {
     assert!(text.contains("IMAGE_TAG=v1.2.3\n"));
     assert!(text.contains("IMAGE_REPO=127.0.0.1:5000/observer\n"));
     assert!(text.contains("COMPOSE_PROJECT_NAME=observer\n"));
+    assert!(text.contains("OBSERVER_BIND_ADDRESS=127.0.0.1\n"));
     assert!(text.ends_with("KIS_API_KEY='k'\n# xtask-keep KIS_API_SECRET\n"));
 }
 

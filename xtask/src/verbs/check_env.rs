@@ -13,6 +13,8 @@ use crate::ops;
 use crate::plan::Step;
 use crate::server::{field, probe};
 use anyhow::Result;
+
+mod hardening;
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -349,6 +351,7 @@ fn compose_contract(sh: &Ctx, path: &std::path::Path, r: &mut Report) {
             ),
         ),
     }
+    hardening::check(svc, r);
 }
 
 fn environment(sh: &Ctx, file: &ConfigFile, name: &str, r: &mut Report) {
