@@ -20,6 +20,32 @@ pub fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// The user running this process: `$USER`, else `$LOGNAME`, else the name `/etc/passwd` gives the
+/// real uid (from `/proc/self/status`); `None` when none of them says.
+pub fn user_name() -> Option<String> {
+    env_nonempty("USER")
+        .or_else(|| env_nonempty("LOGNAME"))
+        .or_else(|| {
+            let status = std::fs::read_to_string("/proc/self/status").ok()?;
+            let uid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .split_whitespace()
+                .next()?
+                .to_string();
+            let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+            passwd_name(&passwd, &uid)
+        })
+}
+
+/// The name of `uid` in `/etc/passwd`'s text (`name:x:uid:gid:…`).
+fn passwd_name(passwd: &str, uid: &str) -> Option<String> {
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 2 && f[2] == uid && !f[0].is_empty()).then(|| f[0].to_string())
+    })
+}
+
 /// Whether this process runs as root (effective uid 0, read from /proc).
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -100,6 +126,14 @@ pub fn round3(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwd_names_the_uid() {
+        let p = "root:x:0:0:root:/root:/bin/bash\nann:x:1000:1000::/home/ann:/bin/sh\n";
+        assert_eq!(passwd_name(p, "1000").as_deref(), Some("ann"));
+        assert_eq!(passwd_name(p, "0").as_deref(), Some("root"));
+        assert_eq!(passwd_name(p, "7"), None);
+    }
 
     #[test]
     fn quoting_neutralises_shell_syntax() {

@@ -235,7 +235,15 @@ pub fn fetch(
     .data_stdin(gaps::PROGRAM.as_bytes().to_vec())
     .read_only();
     let out = x.run(&step)?;
-    gaps::parse(&out.stdout)
+    gaps::parse(&out.stdout).map_err(|e| {
+        // The program's own error (a traceback, docker's refusal) is what to act on.
+        let err: Vec<&str> = out.stderr.trim().lines().collect();
+        if err.is_empty() {
+            return e;
+        }
+        let tail = err[err.len().saturating_sub(12)..].join("\n    ");
+        anyhow::anyhow!("{e:#}\nits error output:\n    {}", x.sh.mask(&tail))
+    })
 }
 
 #[cfg(test)]

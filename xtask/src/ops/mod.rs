@@ -32,7 +32,7 @@ use steps::Steps;
 /// `user@host`, with ` (GitHub Actions)` under Actions.
 pub fn who() -> String {
     let user = env_nonempty("GITHUB_ACTOR")
-        .or_else(|| env_nonempty("USER"))
+        .or_else(crate::core::util::user_name)
         .unwrap_or_else(|| "unknown".into());
     let via = if env_nonempty("GITHUB_ACTIONS").is_some() {
         " (GitHub Actions)"

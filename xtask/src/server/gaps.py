@@ -71,7 +71,8 @@ def main():
     else:
         interval_ms, source = cfg_ms, "config"
     folder = os.path.join(os.environ.get("OBSERVER_CONFIG_DIR") or "/app/config", "observer")
-    files = sorted(glob.glob(os.path.join(folder, "*.jsonl")))
+    # Regular files only: a folder or a socket named *.jsonl is not part of the archive.
+    files = sorted(p for p in glob.glob(os.path.join(folder, "*.jsonl")) if os.path.isfile(p))
     stamps = []
     for path in files:
         read_back(path, start_ms, stamps)

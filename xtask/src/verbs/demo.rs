@@ -13,6 +13,13 @@ pub fn run(sh: &Ctx) -> Result<()> {
     let stamp = epoch();
     let v1 = format!("v0.1.0-demo.{stamp}");
     let v2 = format!("v0.2.0-demo.{stamp}");
+    // The branch HEAD is on (main when detached): published to the sandbox's git remote under
+    // the same name and released from it, so that the demo runs from a feature branch too.
+    let branch = sh
+        .read(cmd!(sh, "git symbolic-ref --short -q HEAD"))
+        .ok()
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "main".into());
     let mut up = vec!["sandbox", "up"];
     if is_root() {
         up.push("--install");
@@ -20,7 +27,7 @@ pub fn run(sh: &Ctx) -> Result<()> {
     let stages: Vec<Vec<&str>> = vec![
         up,
         vec!["check-env", "--env", "sandbox"],
-        vec!["release", &v1, "--env", "sandbox"],
+        vec!["release", &v1, "--env", "sandbox", "--branch", &branch],
         // The sandbox may run a higher version left by the tests: the demo's first deploy may
         // be a downgrade.
         vec![
@@ -31,7 +38,7 @@ pub fn run(sh: &Ctx) -> Result<()> {
             &v1,
             "--allow-downgrade",
         ],
-        vec!["release", &v2, "--env", "sandbox"],
+        vec!["release", &v2, "--env", "sandbox", "--branch", &branch],
         vec!["deploy", "--env", "sandbox", "--tag", &v2],
         vec!["status", "--env", "sandbox"],
     ];
@@ -40,10 +47,11 @@ pub fn run(sh: &Ctx) -> Result<()> {
             // A release tags only what the remote's release branch has: publish HEAD to the
             // sandbox's git remote (a scratch bare repository) first.
             let remote = sandbox_state::Paths::new(sh).git_remote();
-            eprintln!("\n######## git push {} HEAD:main", remote.display());
+            eprintln!("\n######## git push {} HEAD:{branch}", remote.display());
+            let refspec = format!("HEAD:refs/heads/{branch}");
             sh.run_visible(
                 "publishing HEAD to the sandbox git remote",
-                cmd!(sh, "git push --quiet --force {remote} HEAD:refs/heads/main"),
+                cmd!(sh, "git push --quiet --force {remote} {refspec}"),
             )?;
         }
         eprintln!("\n######## cargo xtask {}", args.join(" "));

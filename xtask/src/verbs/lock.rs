@@ -73,15 +73,22 @@ impl Lock {
             println!("lock: maintenance window: \"{}\"", h.message);
         }
         println!(
-            "lock: held by {} (pid {}, {} {}, since {}, {age}s ago{}){}",
+            "lock: held by {} (pid {}, {}, since {}, {age}s ago{}){}",
             h.who,
             h.pid,
-            if h.operation.is_empty() {
-                "deploying"
-            } else {
-                &h.operation
-            },
-            h.version,
+            [
+                if h.operation.is_empty() {
+                    "deploying"
+                } else {
+                    &h.operation
+                },
+                &h.version
+            ]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" "),
             h.started,
             h.workflow_run
                 .as_ref()

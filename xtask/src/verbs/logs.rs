@@ -3,7 +3,7 @@
 //! `[observer.log] `), over the one SSH connection. `-f` streams both until Ctrl-C (exit 130).
 
 use crate::config;
-use crate::core::exit::{exit_code, fail};
+use crate::core::exit::fail;
 use crate::core::signals;
 use crate::ctx::Ctx;
 use crate::ops::{self, stream::Ended};
@@ -87,13 +87,15 @@ impl Logs {
                 server.name,
                 code.map_or("a signal".into(), |c| format!("exit {c}"))
             ))),
-            Ended::Signal(sig) => Err(exit_code(
-                format!(
+            Ended::Signal(sig) => {
+                // The documented way to stop following: said once, not as an error.
+                eprintln!(
                     "logs -f: stopped by {} (the remote side stopped too)",
                     signals::name(sig)
-                ),
-                signals::exit_code(sig),
-            )),
+                );
+                drop(x);
+                std::process::exit(i32::from(signals::exit_code(sig)));
+            }
         }
     }
 }

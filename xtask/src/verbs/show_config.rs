@@ -139,6 +139,7 @@ pub fn rows(env: &Env, keys: &[String], lookup: &dyn Fn(&str) -> Option<String>)
     });
     for (k, v) in [
         ("host_port", c.host_port.to_string()),
+        ("bind_address", c.bind_address.clone()),
         ("interval_ms", c.interval_ms.to_string()),
         ("health_timeout_s", c.health_timeout_s.to_string()),
         ("soak_s", c.soak_s.to_string()),
