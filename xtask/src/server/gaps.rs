@@ -162,6 +162,8 @@ mod tests {
         }
         text.push_str("{\"ts\":\"torn");
         std::fs::write(obs.join("observer.jsonl"), text).unwrap();
+        // A folder named like an archive file is not one (it once crashed the program).
+        std::fs::create_dir_all(obs.join("sub.jsonl")).unwrap();
         let out = duct::cmd!("python3", "-", "30", "200")
             .env("OBSERVER_CONFIG_DIR", &dir)
             .env_remove("OBSERVER_INTERVAL_MS")
