@@ -124,3 +124,35 @@ fn precedence_env_file_default() {
         (None, Source::Unset)
     );
 }
+
+#[test]
+fn bind_address_is_an_ip_address_defaulting_to_loopback() {
+    let cfg = parse(&real(), CONFIG_PATH).unwrap();
+    let sandbox = &cfg.environments["sandbox"];
+    assert_eq!(sandbox.bind_address, "127.0.0.1");
+    assert_eq!(sandbox.bind_for_compose(), "127.0.0.1");
+    assert_eq!(sandbox.local_http_host(), "127.0.0.1");
+    let mut c = sandbox.clone();
+    for (addr, compose, local) in [
+        ("0.0.0.0", "0.0.0.0", "127.0.0.1"),
+        ("10.0.0.4", "10.0.0.4", "10.0.0.4"),
+        ("::1", "[::1]", "[::1]"),
+        ("::", "[::]", "[::1]"),
+    ] {
+        c.bind_address = addr.into();
+        assert_eq!(c.bind_for_compose(), compose);
+        assert_eq!(c.local_http_host(), local);
+    }
+    for bad in ["localhost", "127.0.0.1:80", "$(reboot)", "[::1]", ""] {
+        let text = real().replacen(
+            "\"bind_address\": \"127.0.0.1\"",
+            &format!("\"bind_address\": {bad:?}"),
+            1,
+        );
+        let msg = parse(&text, "f.json").unwrap_err().to_string();
+        assert!(
+            msg.contains("environments.production.bind_address"),
+            "{msg}"
+        );
+    }
+}

@@ -599,7 +599,7 @@ fn a_running_observer_without_the_writer_lock_is_replaced_by_recreate() {
 
 mod audit;
 mod endings;
-mod foreign_and_prune;
+pub mod foreign_and_prune;
 mod interrupts;
 mod nonroot;
 mod snapshot_delta_scripts;

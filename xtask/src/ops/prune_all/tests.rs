@@ -2,28 +2,8 @@
 
 use super::*;
 use crate::ctx::Ctx;
+use crate::ops::tests::foreign_and_prune::manifest_line;
 use crate::ops::tests::{env, failed, ok, Fake};
-
-fn manifest_line(e: &Env, id: &str) -> String {
-    let m = ss::Manifest {
-        id: id.into(),
-        created: "t".into(),
-        env: e.name.clone(),
-        server: "s".into(),
-        version: "v1.0.0".into(),
-        no_logs: false,
-        archive: ss::ArchiveInfo {
-            file: format!("{id}.tar.zst"),
-            size: 1000,
-            sha256: "00".into(),
-        },
-        entries: vec![],
-        partial_tails: vec![],
-        delta: Default::default(),
-        state: None,
-    };
-    format!("M {id} 1000 {}\n", serde_json::to_string(&m).unwrap())
-}
 
 fn snap(i: u32) -> String {
     format!("20260101T00000{i}Z-aa")
@@ -48,7 +28,7 @@ fn scan(e: &Env) -> String {
     imgs.push(serde_json::json!({"Repository": "elsewhere/observer", "Tag": "v0.0.1", "UniqueSize": "5B", "CreatedAt": "2020-11-29 10:00:00 +0000 UTC"}));
     let mut s = format!("DF {}\n", serde_json::Value::Array(imgs));
     for i in 1..=6 {
-        s.push_str(&manifest_line(e, &snap(i)));
+        s.push_str(&manifest_line(e, &snap(i), 1000));
     }
     s.push_str(
         "P 9999 20260101T000007Z-aa.tar.zst.partial\nP 10 20260101T000008Z-aa.tar.zst.partial\n",

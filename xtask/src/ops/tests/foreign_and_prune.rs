@@ -135,7 +135,8 @@ impl Transport for Scripts {
     }
 }
 
-fn manifest_line(e: &Env, id: &str) -> String {
+/// A prune scan's `M` line: a valid snapshot `id` of `size` bytes (also `prune`'s tests).
+pub fn manifest_line(e: &Env, id: &str, size: u64) -> String {
     let m = crate::server::snapshot::Manifest {
         id: id.into(),
         created: "t".into(),
@@ -145,7 +146,7 @@ fn manifest_line(e: &Env, id: &str) -> String {
         no_logs: false,
         archive: crate::server::snapshot::ArchiveInfo {
             file: format!("{id}.tar.zst"),
-            size: 10,
+            size,
             sha256: "00".into(),
         },
         entries: vec![],
@@ -153,7 +154,7 @@ fn manifest_line(e: &Env, id: &str) -> String {
         delta: Default::default(),
         state: None,
     };
-    format!("M {id} 10 {}\n", serde_json::to_string(&m).unwrap())
+    format!("M {id} {size} {}\n", serde_json::to_string(&m).unwrap())
 }
 
 #[test]
@@ -162,7 +163,7 @@ fn the_deploy_prunes_to_keep_snapshots_and_spares_the_rollback_snapshot() {
     e.cfg.keep_snapshots = 3;
     e.cfg.lock_ttl_s = 600;
     let mut scan: String = (1..=6)
-        .map(|i| manifest_line(&e, &format!("20260101T00000{i}Z-aa")))
+        .map(|i| manifest_line(&e, &format!("20260101T00000{i}Z-aa"), 10))
         .collect();
     scan.push_str("I 20260101T000007Z-aa 5\n");
     scan.push_str("P 9999 20260101T000007Z-aa.tar.zst.partial\n");
