@@ -44,14 +44,7 @@ impl Logs {
         let file = config::load(sh)?;
         let env = config::environment(sh, &file, &self.env)?;
         let since = match self.since {
-            Some(d) => Some(
-                humantime::format_rfc3339_seconds(
-                    SystemTime::now()
-                        .checked_sub(d)
-                        .context("--since reaches before 1970")?,
-                )
-                .to_string(),
-            ),
+            Some(d) => Some(since_time(SystemTime::now(), d)?),
             None => None,
         };
         let tail = match (self.lines, &since) {
@@ -95,5 +88,36 @@ impl Logs {
                 signals::exit_code(sig),
             )),
         }
+    }
+}
+
+/// `--since D` as the RFC 3339 time `now - D` (seconds). Errors: a D reaching before 1970 (exit 2;
+/// humantime's formatter panics on such a time).
+fn since_time(now: SystemTime, d: Duration) -> Result<String> {
+    match now.checked_sub(d) {
+        Some(t) if t >= SystemTime::UNIX_EPOCH => {
+            Ok(humantime::format_rfc3339_seconds(t).to_string())
+        }
+        _ => Err(crate::core::exit::usage(format!(
+            "--since {}: reaches before 1970; give a shorter duration",
+            humantime::format_duration(d)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod since_tests {
+    use super::*;
+
+    #[test]
+    fn since_before_the_epoch_is_a_usage_error_not_a_panic() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_370_000);
+        assert_eq!(
+            since_time(now, Duration::from_secs(60)).unwrap(),
+            "2026-12-04T07:39:00Z"
+        );
+        let e = since_time(now, Duration::from_secs(99_999 * 86_400)).unwrap_err();
+        assert_eq!(crate::core::exit::code_of(&e), crate::core::exit::USAGE);
+        assert!(since_time(now, Duration::from_secs(1_796_370_001)).is_err());
     }
 }
