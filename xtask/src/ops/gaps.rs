@@ -235,7 +235,18 @@ pub fn fetch(
     .data_stdin(gaps::PROGRAM.as_bytes().to_vec())
     .read_only();
     let out = x.run(&step)?;
-    gaps::parse(&out.stdout)
+    gaps::parse(&out.stdout).map_err(|e| {
+        // The program's traceback is on stderr, which a successful step does not print.
+        let err = x.sh.mask(out.stderr.trim());
+        if err.is_empty() {
+            e
+        } else {
+            e.context(format!(
+                "its error output:\n{}",
+                crate::core::util::tail(&err, 20)
+            ))
+        }
+    })
 }
 
 #[cfg(test)]
