@@ -291,7 +291,11 @@ impl Setup {
             for a in &v.actions {
                 println!("not done (root first) {}", a.describe());
             }
-            println!("{}", provision_text(&env, &server, &facts.user, &v.needs));
+            // A need without root lines (a shared folder) is the environment's to fix: no
+            // provision command for it (provision-server.sh refuses such a folder too).
+            if v.needs.iter().any(|n| !n.root_lines.is_empty()) {
+                println!("{}", provision_text(&env, &server, &facts.user, &v.needs));
+            }
             return Err(fail(format!(
                 "setup: {} thing(s) need root on {} (listed above); nothing was changed",
                 v.needs.len(),
