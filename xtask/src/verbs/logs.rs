@@ -59,9 +59,20 @@ impl Logs {
             follow: self.follow,
         };
         let text = script(&env, &qy);
+        let has_grep = qy.grep.is_some();
         let (mut x, server) = ops::connect(sh, &env, false)?;
         if !self.follow {
-            let out = x.run(&Step::remote("logs", "Logs", &server.name, text).read_only())?;
+            let out = x
+                .run(&Step::remote("logs", "Logs", &server.name, text).read_only())
+                .map_err(|e| {
+                    if has_grep && format!("{e:#}").contains("--grep is not an extended RE") {
+                        crate::core::exit::usage(format!(
+                            "logs: the server's grep refused --grep: {e:#}"
+                        ))
+                    } else {
+                        e
+                    }
+                })?;
             print!("{}", sh.mask(&out.stdout));
             eprint!("{}", sh.mask(&out.stderr));
             return Ok(());
@@ -75,6 +86,9 @@ impl Logs {
             .context("starting ssh")?;
         match ops::stream::wait(&handle, move || drop(writer), Duration::from_secs(5))? {
             Ended::Exited(Some(0)) => Ok(()),
+            Ended::Exited(Some(2)) if has_grep => Err(crate::core::exit::usage(
+                "logs -f: the server's grep refused --grep (its message is above)",
+            )),
             Ended::Exited(code) => Err(fail(format!(
                 "logs -f on {}: the remote side ended with {} (the connection was lost?); run it again",
                 server.name,
