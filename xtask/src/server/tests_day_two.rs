@@ -7,12 +7,12 @@ use crate::config::{self, Env};
 pub fn scripts(e: &Env) -> Vec<(&'static str, String)> {
     let env = || e.clone();
     vec![
-        ("prune-scan", prune::scan(&e)),
+        ("prune-scan", prune::scan(e)),
         (
             "prune-rmi",
-            prune::rmi_each(&e, &["v1.0.0".into(), "v1.1.0-rc.1".into()]),
+            prune::rmi_each(e, &["v1.0.0".into(), "v1.1.0-rc.1".into()]),
         ),
-        ("setup-check", setup::check(&e)),
+        ("setup-check", setup::check(e)),
         (
             "setup-apply",
             setup::apply(&[
@@ -34,20 +34,20 @@ pub fn scripts(e: &Env) -> Vec<(&'static str, String)> {
         // issue 15: logs, exec, gaps
         (
             "logs-tail",
-            logs::script(&e, &logs_query(Some(100), false, None)),
+            logs::script(e, &logs_query(Some(100), false, None)),
         ),
         (
             "logs-since-grep",
-            logs::script(&e, &logs_query(Some(5), false, Some("$(id)'; x"))),
+            logs::script(e, &logs_query(Some(5), false, Some("$(id)'; x"))),
         ),
         (
             "logs-follow",
-            logs::script(&e, &logs_query(Some(5), true, None)),
+            logs::script(e, &logs_query(Some(5), true, None)),
         ),
         (
             "logs-follow-since-grep",
             logs::script(
-                &e,
+                e,
                 &logs::Query {
                     tail: None,
                     since: Some("2026-12-04T07:00:00Z".into()),
@@ -70,7 +70,7 @@ pub fn scripts(e: &Env) -> Vec<(&'static str, String)> {
             ),
         ),
         ("exec-tty", logs::exec(&["sh".into()], true, true)),
-        ("gaps", gaps::script(&e, 86_400, 1000)),
+        ("gaps", gaps::script(e, 86_400, 1000)),
     ]
 }
 
