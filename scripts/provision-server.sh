@@ -207,6 +207,8 @@ ensure_dir() {
     die "$path exists and is not a directory"
   elif [ ! -d "$path" ]; then
     act mkdir -p -- "$path"
+  elif [ -k "$path" ] && [ "$(( 0$(stat -c %a -- "$path") & 02 ))" -ne 0 ]; then
+    die "$path is a shared folder (world-writable, sticky bit, like /tmp): refusing to take it; pass a folder of its own"
   fi
   ensure_owner_mode "$path" "$owner" "$group" "$mode"
 }

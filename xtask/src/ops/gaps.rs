@@ -236,13 +236,16 @@ pub fn fetch(
     .read_only();
     let out = x.run(&step)?;
     gaps::parse(&out.stdout).map_err(|e| {
-        // The program's own error (a traceback, docker's refusal) is what to act on.
-        let err: Vec<&str> = out.stderr.trim().lines().collect();
+        // The program's traceback is on stderr, which a successful step does not print.
+        let err = x.sh.mask(out.stderr.trim());
         if err.is_empty() {
-            return e;
+            e
+        } else {
+            e.context(format!(
+                "its error output:\n{}",
+                crate::core::util::tail(&err, 20)
+            ))
         }
-        let tail = err[err.len().saturating_sub(12)..].join("\n    ");
-        anyhow::anyhow!("{e:#}\nits error output:\n    {}", x.sh.mask(&tail))
     })
 }
 

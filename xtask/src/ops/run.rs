@@ -217,7 +217,21 @@ pub fn take_lock(x: &mut Executor, env: &Env, step: &Step, wait_s: u64) -> Resul
                     operation(&h),
                     h.version
                 ));
-                attempt.cmd = Cmd::Remote(lock::acquire_wait(env, wait_s));
+                // A maintenance window with an end is waited for only until that end: then it
+                // is stale and broken (the loop judges it again), not waited on for all of
+                // --lock-wait.
+                let wait_for = if h.operation == crate::core::records::MAINTENANCE
+                    && h.expires_epoch > 0
+                {
+                    wait_s.min(
+                        h.expires_epoch
+                            .saturating_sub(crate::core::util::epoch())
+                            .saturating_add(1),
+                    )
+                } else {
+                    wait_s
+                };
+                attempt.cmd = Cmd::Remote(lock::acquire_wait(env, wait_for));
                 waited = true;
                 continue;
             }

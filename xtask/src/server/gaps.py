@@ -71,11 +71,19 @@ def main():
     else:
         interval_ms, source = cfg_ms, "config"
     folder = os.path.join(os.environ.get("OBSERVER_CONFIG_DIR") or "/app/config", "observer")
-    # Regular files only: a folder or a socket named *.jsonl is not part of the archive.
-    files = sorted(p for p in glob.glob(os.path.join(folder, "*.jsonl")) if os.path.isfile(p))
-    stamps = []
-    for path in files:
-        read_back(path, start_ms, stamps)
+    files, stamps = [], []
+    for path in sorted(glob.glob(os.path.join(folder, "*.jsonl"))):
+        # Only regular files that can be read: a folder or an unreadable file named *.jsonl
+        # is skipped (named on stderr) rather than failing the whole report.
+        if not os.path.isfile(path):
+            print("gaps: skipped %s: not a regular file" % path, file=sys.stderr)
+            continue
+        try:
+            read_back(path, start_ms, stamps)
+        except OSError as e:
+            print("gaps: skipped %s: %s" % (path, e), file=sys.stderr)
+            continue
+        files.append(path)
     stamps = sorted(set(stamps))
     before = [t for t in stamps if t < start_ms]
     series = before[-1:] + [t for t in stamps if t >= start_ms]

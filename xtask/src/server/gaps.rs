@@ -162,8 +162,15 @@ mod tests {
         }
         text.push_str("{\"ts\":\"torn");
         std::fs::write(obs.join("observer.jsonl"), text).unwrap();
-        // A folder named like an archive file is not one (it once crashed the program).
-        std::fs::create_dir_all(obs.join("sub.jsonl")).unwrap();
+        // Odd neighbours: a folder named *.jsonl is skipped, an empty file and one of junk
+        // (not UTF-8, not JSON, JSON without a time) add nothing.
+        std::fs::create_dir_all(obs.join("folder.jsonl")).unwrap();
+        std::fs::write(obs.join("empty.jsonl"), "").unwrap();
+        std::fs::write(
+            obs.join("junk.jsonl"),
+            b"garbage\n\xff\xfe\n{\"ts\":12}\n[1,2]\nnull\n{\"ts\":\"no\"}\n",
+        )
+        .unwrap();
         let out = duct::cmd!("python3", "-", "30", "200")
             .env("OBSERVER_CONFIG_DIR", &dir)
             .env_remove("OBSERVER_INTERVAL_MS")
@@ -173,6 +180,7 @@ mod tests {
         let r: RawReport = serde_json::from_str(&out).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(r.interval_source, "config");
+        assert_eq!(r.files, ["empty.jsonl", "junk.jsonl", "observer.jsonl"]);
         let holes: Vec<_> = r.holes.iter().filter(|h| !h.ongoing).collect();
         assert_eq!(holes.len(), 1, "{:?}", r.holes);
         assert_eq!((holes[0].seconds, holes[0].missed), (2.0, 9));

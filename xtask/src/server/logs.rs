@@ -52,6 +52,16 @@ pub fn grep_filter(re: Option<&str>, follow: bool) -> String {
     }
 }
 
+/// `if …; fi; `: exits 2 (grep's complaint and ours on stderr) when the server's `grep -E`
+/// cannot compile `re`. Without it such an RE silently filters everything out: grep's status is
+/// lost in the pipes.
+pub fn grep_check(re: &str) -> String {
+    format!(
+        "if grep -E -e {} </dev/null >/dev/null; [ $? -eq 2 ]; then echo 'logs: --grep is not an extended RE this grep accepts' >&2; exit 2; fi; ",
+        q(re)
+    )
+}
+
 /// `awk` keeping observer.log's lines from `since` on: a line that starts with a timestamp
 /// (`YYYY-MM-DDTHH:MM:SS…`, the service's log format) decides; lines without one (a traceback)
 /// follow the line before them. Compared to the second, as text (UTC both).
@@ -127,12 +137,13 @@ pub fn script(env: &Env, qy: &Query) -> String {
             prefix(SRC_FILE, true)
         ),
     };
+    let check = qy.grep.as_deref().map(grep_check).unwrap_or_default();
     if qy.follow {
         format!(
-            "f={file}; {{ {container}; }} & {{ {file_part}; }} & cat >/dev/null; trap '' TERM; kill -TERM 0 2>/dev/null; true"
+            "{check}f={file}; {{ {container}; }} & {{ {file_part}; }} & cat >/dev/null; trap '' TERM; kill -TERM 0 2>/dev/null; true"
         )
     } else {
-        format!("f={file}; {container}; if [ -f \"$f\" ]; then {file_part}; fi; true")
+        format!("{check}f={file}; {container}; if [ -f \"$f\" ]; then {file_part}; fi; true")
     }
 }
 
@@ -152,6 +163,33 @@ pub fn exec(argv: &[String], stdin: bool, tty: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An RE grep cannot compile fails the script (exit 2) instead of printing nothing; a valid
+    /// or hostile one passes the check without running anything.
+    #[test]
+    fn an_invalid_re_fails_the_script() {
+        let run = |re: &str| {
+            duct::cmd!("sh", "-c", format!("{}echo passed", grep_check(re)))
+                .stdout_capture()
+                .stderr_capture()
+                .unchecked()
+                .run()
+                .unwrap()
+        };
+        for re in ["[", "a(", "(b"] {
+            let out = run(re);
+            assert_eq!(out.status.code(), Some(2), "{re:?}: {out:?}");
+            assert!(String::from_utf8_lossy(&out.stderr).contains("--grep is not"));
+        }
+        for re in ["active|standby", "$(id)'; x", "^(error|warning):", "a\nb"] {
+            let out = run(re);
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "passed\n",
+                "{re:?}: {out:?}"
+            );
+        }
+    }
 
     /// A hostile RE stays one argument of grep: it neither runs a command nor breaks the line.
     #[test]

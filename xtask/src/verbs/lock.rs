@@ -151,6 +151,19 @@ impl Lock {
     }
 }
 
+/// The end (Unix s) of a window of `d` from `start`. Errors: an end after 9999 (exit 2, before the
+/// lock is taken: an RFC 3339 time cannot show it); without --for a window has no end.
+fn window_end(start: u64, d: std::time::Duration) -> Result<u64> {
+    const LAST: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    match start.checked_add(d.as_secs()) {
+        Some(end) if end <= LAST => Ok(end),
+        _ => Err(crate::core::exit::usage(format!(
+            "lock acquire --for {}: ends after the year 9999; give a shorter duration, or leave --for out for a window that lasts until `lock release`",
+            humantime::format_duration(d)
+        ))),
+    }
+}
+
 /// `lock acquire -m MSG [--for D]`: takes the lock as a maintenance window (the holder record of
 /// this process, operation `maintenance`, the message and its end). A held lock refuses it (exit 1)
 /// naming the holder; a stale one is broken first (`ops::run::take_lock`).
@@ -173,7 +186,10 @@ fn acquire(
         "",
     );
     h.message = message.to_string();
-    h.expires_epoch = duration.map(|d| h.started_epoch + d.as_secs()).unwrap_or(0);
+    h.expires_epoch = match duration {
+        Some(d) => window_end(h.started_epoch, d)?,
+        None => 0,
+    };
     let st = ops::steps::Steps::new(env, server);
     ops::run::take_lock(x, env, &st.lock(&h), 0)?;
     println!(
@@ -188,4 +204,19 @@ fn acquire(
         }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    #[test]
+    fn a_window_ending_after_9999_is_refused_before_the_lock() {
+        let d = |s| std::time::Duration::from_secs(s);
+        assert_eq!(window_end(1_796_370_000, d(7200)).unwrap(), 1_796_377_200);
+        let e = window_end(1_796_370_000, d(99_999_999 * 86_400)).unwrap_err();
+        assert_eq!(crate::core::exit::code_of(&e), crate::core::exit::USAGE);
+        assert!(window_end(1_796_370_000, d(u64::MAX)).is_err());
+        assert!(crate::core::util::rfc3339(253_402_300_799).starts_with("9999-12-31"));
+    }
 }

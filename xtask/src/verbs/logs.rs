@@ -44,14 +44,7 @@ impl Logs {
         let file = config::load(sh)?;
         let env = config::environment(sh, &file, &self.env)?;
         let since = match self.since {
-            Some(d) => Some(
-                humantime::format_rfc3339_seconds(
-                    SystemTime::now()
-                        .checked_sub(d)
-                        .context("--since reaches before 1970")?,
-                )
-                .to_string(),
-            ),
+            Some(d) => Some(since_time(SystemTime::now(), d)?),
             None => None,
         };
         let tail = match (self.lines, &since) {
@@ -66,9 +59,20 @@ impl Logs {
             follow: self.follow,
         };
         let text = script(&env, &qy);
+        let has_grep = qy.grep.is_some();
         let (mut x, server) = ops::connect(sh, &env, false)?;
         if !self.follow {
-            let out = x.run(&Step::remote("logs", "Logs", &server.name, text).read_only())?;
+            let out = x
+                .run(&Step::remote("logs", "Logs", &server.name, text).read_only())
+                .map_err(|e| {
+                    if has_grep && format!("{e:#}").contains("--grep is not an extended RE") {
+                        crate::core::exit::usage(format!(
+                            "logs: the server's grep refused --grep: {e:#}"
+                        ))
+                    } else {
+                        e
+                    }
+                })?;
             print!("{}", sh.mask(&out.stdout));
             eprint!("{}", sh.mask(&out.stderr));
             return Ok(());
@@ -82,6 +86,9 @@ impl Logs {
             .context("starting ssh")?;
         match ops::stream::wait(&handle, move || drop(writer), Duration::from_secs(5))? {
             Ended::Exited(Some(0)) => Ok(()),
+            Ended::Exited(Some(2)) if has_grep => Err(crate::core::exit::usage(
+                "logs -f: the server's grep refused --grep (its message is above)",
+            )),
             Ended::Exited(code) => Err(fail(format!(
                 "logs -f on {}: the remote side ended with {} (the connection was lost?); run it again",
                 server.name,
@@ -97,5 +104,36 @@ impl Logs {
                 std::process::exit(i32::from(signals::exit_code(sig)));
             }
         }
+    }
+}
+
+/// `--since D` as the RFC 3339 time `now - D` (seconds). Errors: a D reaching before 1970 (exit 2;
+/// humantime's formatter panics on such a time).
+fn since_time(now: SystemTime, d: Duration) -> Result<String> {
+    match now.checked_sub(d) {
+        Some(t) if t >= SystemTime::UNIX_EPOCH => {
+            Ok(humantime::format_rfc3339_seconds(t).to_string())
+        }
+        _ => Err(crate::core::exit::usage(format!(
+            "--since {}: reaches before 1970; give a shorter duration",
+            humantime::format_duration(d)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod since_tests {
+    use super::*;
+
+    #[test]
+    fn since_before_the_epoch_is_a_usage_error_not_a_panic() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_370_000);
+        assert_eq!(
+            since_time(now, Duration::from_secs(60)).unwrap(),
+            "2026-12-04T07:39:00Z"
+        );
+        let e = since_time(now, Duration::from_secs(99_999 * 86_400)).unwrap_err();
+        assert_eq!(crate::core::exit::code_of(&e), crate::core::exit::USAGE);
+        assert!(since_time(now, Duration::from_secs(1_796_370_001)).is_err());
     }
 }

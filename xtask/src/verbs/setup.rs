@@ -154,7 +154,18 @@ pub fn decide(f: &Facts) -> Verdict {
             } => {
                 let mine = *uid == f.uid;
                 let want = (mode & !0o022) | 0o700;
-                if !mine && !root {
+                if mode & 0o1002 == 0o1002 {
+                    // A shared scratch folder (world-writable and sticky: /tmp, /var/tmp):
+                    // tightening or taking it would break every other user of the host.
+                    v.needs.push(Need {
+                        what: format!(
+                            "{} is a shared folder (world-writable, sticky bit): setup neither changes nor takes it; point the environment at a folder of its own",
+                            d.path
+                        ),
+                        root_lines: vec![],
+                    });
+                    false
+                } else if !mine && !root {
                     v.needs.push(Need {
                         what: format!("{} belongs to uid {uid}, not {who} (uid {})", d.path, f.uid),
                         root_lines: vec![install],
@@ -280,7 +291,11 @@ impl Setup {
             for a in &v.actions {
                 println!("not done (root first) {}", a.describe());
             }
-            println!("{}", provision_text(&env, &server, &facts.user, &v.needs));
+            // A need without root lines (a shared folder) is the environment's to fix: no
+            // provision command for it (provision-server.sh refuses such a folder too).
+            if v.needs.iter().any(|n| !n.root_lines.is_empty()) {
+                println!("{}", provision_text(&env, &server, &facts.user, &v.needs));
+            }
             return Err(fail(format!(
                 "setup: {} thing(s) need root on {} (listed above); nothing was changed",
                 v.needs.len(),

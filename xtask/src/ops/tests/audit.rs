@@ -45,6 +45,43 @@ fn lock_wait_polls_on_the_server_over_the_same_connection_then_deploys() {
 }
 
 #[test]
+fn lock_wait_on_a_window_with_an_end_waits_only_until_that_end_then_breaks_it() {
+    let e = env();
+    let f = server(&e);
+    let me = crate::core::liveness::Identity::this_process();
+    let now = crate::core::util::epoch();
+    let window = |end: u64| {
+        format!(
+            "{{\"id\":\"m\",\"who\":\"ann@desk\",\"operation\":\"maintenance\",\"message\":\"short\",\"pid\":4294967,\"boot_id\":\"{}\",\"machine_id\":\"{}\",\"pid_ns\":\"{}\",\"started_epoch\":{now},\"expires_epoch\":{end}}}\nheld",
+            me.boot_id, me.machine_id, me.pid_ns
+        )
+    };
+    // Held with 4 s left; after the (capped) wait it has ended: broken, then taken.
+    f.answer("lock", failed(&window(now + 4)))
+        .answer("lock", failed(&window(now.saturating_sub(1))))
+        .answer("unlock", ok("released"))
+        .answer("lock", ok("acquired"))
+        .answer("gate", healthy_gate("v1.1.0"));
+    let mut o = opts(true);
+    o.lock_wait_s = 3600;
+    let (code, _, log) = run(&e, &f, &o);
+    assert_eq!(code, 0, "{log:?}");
+    let waits: Vec<String> = f
+        .scripts
+        .borrow()
+        .iter()
+        .filter(|(id, _, _)| *id == "lock")
+        .map(|(_, s, _)| s.clone())
+        .skip(1)
+        .collect();
+    // Not 3600 s: at most the 4 s left and one more.
+    assert!(
+        waits[0] == lock::acquire_wait(&e, 5) || waits[0] == lock::acquire_wait(&e, 4),
+        "{waits:?}"
+    );
+}
+
+#[test]
 fn lock_wait_that_times_out_refuses_naming_the_holder() {
     let e = env();
     let f = server(&e);

@@ -158,3 +158,25 @@ fn own_folders_lose_group_and_world_write_and_root_takes_what_it_connects_as() {
     );
     assert_eq!(v.actions.len(), 3);
 }
+
+#[test]
+fn a_shared_sticky_folder_is_never_changed_nor_taken() {
+    // remote_dir pointed at /tmp by mistake: no `chmod 1755 /tmp`, no chown, a need instead.
+    for who in [ROOT, DEPLOY] {
+        let f = facts(
+            who,
+            "dir.root=dir 0 0 1777 w\nanc.root=w /srv/observer\ndir.deploy=missing\nanc.deploy=w /srv/observer\ndir.backups=dir 1001 1001 750 w\nanc.backups=w /srv\n",
+        );
+        let v = decide(&f);
+        assert!(
+            v.actions
+                .iter()
+                .all(|a| !a.describe().ends_with("/srv/observer")),
+            "{v:?}"
+        );
+        assert!(
+            v.needs.iter().any(|n| n.what.contains("shared folder")),
+            "{v:?}"
+        );
+    }
+}
