@@ -52,6 +52,9 @@ impl Lock {
     pub fn run(self, sh: &Ctx) -> Result<()> {
         let file = config::load(sh)?;
         let env = config::environment(sh, &file, &self.env)?;
+        if let LockCmd::Acquire { message, .. } = &self.cmd {
+            check_message(message)?; // before any connection
+        }
         let (mut x, server) = ops::connect(sh, &env, false)?;
         if let LockCmd::Acquire { message, duration } = &self.cmd {
             return acquire(&mut x, &env, &server.name, message, *duration);
@@ -164,6 +167,23 @@ fn window_end(start: u64, d: std::time::Duration) -> Result<u64> {
     }
 }
 
+/// A maintenance window's message: says why (not blank), one line of at most 200 characters with
+/// no control characters (it is printed by every refused deploy and by `lock status`). Exit 2.
+fn check_message(message: &str) -> Result<()> {
+    let why = if message.trim().is_empty() {
+        "must say why"
+    } else if message.chars().count() > 200 {
+        "is longer than 200 characters"
+    } else if message.chars().any(char::is_control) {
+        "holds a control character (a newline, a tab, an escape): one plain line"
+    } else {
+        return Ok(());
+    };
+    Err(crate::core::exit::usage(format!(
+        "lock acquire: -m MSG {why}; nothing was changed on the server"
+    )))
+}
+
 /// `lock acquire -m MSG [--for D]`: takes the lock as a maintenance window (the holder record of
 /// this process, operation `maintenance`, the message and its end). A held lock refuses it (exit 1)
 /// naming the holder; a stale one is broken first (`ops::run::take_lock`).
@@ -174,11 +194,7 @@ fn acquire(
     message: &str,
     duration: Option<std::time::Duration>,
 ) -> Result<()> {
-    if message.trim().is_empty() {
-        return Err(crate::core::exit::usage(
-            "lock acquire: -m MSG must say why",
-        ));
-    }
+    check_message(message)?;
     let mut h = crate::core::liveness::holder(
         crate::core::util::random_hex(8)?,
         MAINTENANCE,
@@ -209,6 +225,22 @@ fn acquire(
 #[cfg(test)]
 mod window_tests {
     use super::*;
+
+    #[test]
+    fn a_window_message_is_one_plain_line() {
+        assert!(check_message("disk swap, back at 14:00").is_ok());
+        for bad in [
+            "",
+            "  ",
+            "a\nb",
+            "\u{1b}[31mred",
+            "tab\there",
+            &"x".repeat(201),
+        ] {
+            let e = check_message(bad).unwrap_err();
+            assert_eq!(crate::core::exit::code_of(&e), 2, "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_window_ending_after_9999_is_refused_before_the_lock() {
