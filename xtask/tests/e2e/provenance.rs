@@ -55,7 +55,7 @@ pub fn provenance_remote_tag_is_read_and_a_repushed_image_refused() {
         "{}",
         r.stderr
     );
-    assert!(c.git("tag -l").stdout.trim().is_empty());
+    assert!(c.git(&format!("tag -l {v}")).stdout.trim().is_empty());
     assert!(c.git("for-each-ref refs/xtask").stdout.trim().is_empty());
 
     // The same tag re-pushed with another image: refused before any connection, even with

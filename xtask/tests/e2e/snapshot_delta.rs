@@ -36,10 +36,16 @@ fn sha(p: &Path) -> String {
     r.stdout.split(' ').next().unwrap().to_string()
 }
 
+/// The snapshot the latest successful deploy recorded (what `rollback --restore` restores and
+/// prune protects); later records (a restore's, a rollback's) are passed over.
 pub fn last_deploy_snapshot() -> String {
     let text = std::fs::read_to_string(server_dir().join(".deploy/history.jsonl")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-    v["snapshot"].as_str().unwrap_or_default().to_string()
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["kind"] == "deploy" && v["outcome"] == "success")
+        .and_then(|v| v["snapshot"].as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// The parent an incremental snapshot records (`None`: full, or no manifest).
