@@ -55,6 +55,12 @@ pub fn scoped(env_name: &str, name: &str) -> String {
     format!("{prefix}_{name}")
 }
 
+/// The variables a secret `name` is read from, in order: the environment's own
+/// ([`scoped`]), then `name` itself (README "Secrets").
+pub fn variables(env_name: &str, name: &str) -> [String; 2] {
+    [scoped(env_name, name), name.to_string()]
+}
+
 /// A variable's value: `Ok(None)` when unset or empty, `Err` when it is not UTF-8.
 pub type Lookup<'l> = &'l dyn Fn(&str) -> std::result::Result<Option<String>, ()>;
 
@@ -73,9 +79,10 @@ pub fn resolve(env: &Env, lookup: Lookup) -> Result<Vec<Secret>> {
     let mut out = Vec::new();
     let mut missing = Vec::new();
     for name in env.known_secrets() {
-        let own = scoped(&env.name, &name);
+        let vars = variables(&env.name, &name);
+        let own = &vars[0];
         let mut found = None;
-        for var in [own.as_str(), name.as_str()] {
+        for var in &vars {
             match lookup(var) {
                 Err(()) => {
                     return Err(usage(format!(

@@ -7,7 +7,7 @@ use crate::config::{self, effective, Env, Source, CONFIG_PATH};
 use crate::core::contract::CONTRACT_VARS;
 use crate::core::util::env_nonempty;
 use crate::ctx::Ctx;
-use crate::ops::secrets::scoped;
+use crate::ops::secrets::variables;
 use crate::sandbox_state::NONROOT_VAR;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -190,15 +190,14 @@ pub fn secret_rows(env: &Env, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<Ro
         .known_secrets()
         .into_iter()
         .map(|name| {
-            let own = scoped(&env.name, &name);
+            let vars = variables(&env.name, &name);
+            let own = vars[0].clone();
             let need = if required.contains(&name) {
                 "required"
             } else {
                 "optional"
             };
-            let found = [own.clone(), name.clone()]
-                .into_iter()
-                .find(|v| lookup(v).is_some());
+            let found = vars.into_iter().find(|v| lookup(v).is_some());
             match found {
                 Some(var) => row(
                     format!("secret {name}"),
